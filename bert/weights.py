@@ -1,0 +1,210 @@
+"""Loading and saving weights: our folders, HF-style folders, sentence-transformers and the original dumps.
+
+A model folder is ``config.json`` (or Google's ``bert_config.json``) plus ``model.safetensors`` (or a
+``pytorch_model.bin``, read with ``weights_only=True`` so that no pickled code runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from bert.config import BertConfig
+from bert.fileio import atomic_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAMES = ("config.json", "bert_config.json")
+WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+# Parameters tied to another one: never stored, never reported missing.
+TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+# Buffers some writers store that carry no weights.
+IGNORED_KEYS = re.compile(r"(^|\.)embeddings\.position_ids$")
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a weights file: safetensors, or a torch ``.bin`` with ``weights_only=True``.
+
+    Raises:
+        ValueError: the file is missing, truncated, corrupt, or holds something other than tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state_dict = load_file(str(path))
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # every reader error means the same thing to the user
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a readable weights file ({reason[:200]})") from None
+    if isinstance(state_dict, Mapping) and "state_dict" in state_dict and len(state_dict) < 8:
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):
+        raise ValueError(f"{path}: expected a mapping of parameter names to tensors")
+    return dict(state_dict)
+
+
+def normalize_key(key: str) -> str:
+    """Map other writers' names onto ours: LayerNorm gamma/beta (TF-style dumps) to weight/bias."""
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    for prefix in ("module.", "0.auto_model."):  # DDP wrappers, sentence-transformers modules
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def adapt_state_dict(state_dict: Mapping[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    """Rename a checkpoint's keys to the model's: normalise, then add or drop the ``bert.`` prefix."""
+    renamed = {normalize_key(k): v for k, v in state_dict.items() if not IGNORED_KEYS.search(k)}
+    model_has_prefix = any(k.startswith("bert.") for k in expected)
+    out = {}
+    for key, value in renamed.items():
+        if model_has_prefix and key.startswith(ENCODER_PREFIXES):
+            key = "bert." + key  # encoder-only dump (sentence-transformers, HF BertModel) into a head
+        elif not model_has_prefix and key.startswith("bert."):
+            key = key[len("bert."):]  # a head's dump into a bare BertModel
+        out[key] = value
+    return out
+
+
+@dataclasses.dataclass
+class LoadReport:
+    missing: list[str]
+    unexpected: list[str]
+    newly_initialized: list[str]
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Tensor], source: str = "state_dict") -> LoadReport:
+    """Copy a checkpoint into `model`, checking names and shapes.
+
+    A missing encoder weight is an error; a missing head (``cls.*``, ``classifier.*``, ``qa_outputs.*``)
+    or pooler is newly initialised and said so once; unused checkpoint keys are reported once.
+
+    Raises:
+        ValueError: a shape mismatch (naming the parameter and both shapes) or missing encoder weights.
+    """
+    own = model.state_dict()
+    expected = {k for k in own if k not in TIED_KEYS}
+    adapted = adapt_state_dict(state_dict, expected)
+    for key, value in adapted.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(
+                f"{source}: parameter {key} has shape {tuple(value.shape)} in the checkpoint, "
+                f"expected {tuple(own[key].shape)} by the model config"
+            )
+    missing = sorted(expected - adapted.keys())
+    unexpected = sorted(k for k in adapted.keys() - own.keys() if k not in TIED_KEYS)
+    encoder_missing = [k for k in missing if _is_encoder_key(k)]
+    if encoder_missing:
+        shown = ", ".join(encoder_missing[:8]) + (" ..." if len(encoder_missing) > 8 else "")
+        raise ValueError(f"{source}: {len(encoder_missing)} encoder weights missing from the checkpoint: {shown}")
+    with torch.no_grad():
+        for key, value in adapted.items():
+            if key in own:
+                own[key].copy_(value.to(own[key].dtype))
+    if missing:
+        logger.warning("%s: newly initialised (not in the checkpoint; train them): %s", source, ", ".join(missing))
+    if unexpected:
+        logger.info("%s: checkpoint weights not used by %s: %s", source, type(model).__name__, ", ".join(unexpected))
+    return LoadReport(missing=missing, unexpected=unexpected, newly_initialized=missing)
+
+
+def _is_encoder_key(key: str) -> bool:
+    bare = key[len("bert."):] if key.startswith("bert.") else key
+    return bare.startswith(("embeddings.", "encoder."))
+
+
+def find_file(folder: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise ValueError(f"{folder}: no {what} found (looked for {', '.join(names)})")
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local folder as it is; any other name goes through the shortcut names and the download cache."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from bert import hub  # lazy: loading a local folder needs no network code
+
+    return Path(hub.resolve_model_dir(str(name_or_path), cache_dir=cache_dir))
+
+
+class PreTrainedBertMixin:
+    """``from_pretrained`` and ``save_pretrained`` for every model class."""
+
+    # Constructor arguments beyond the config that a saved folder records (e.g. num_labels).
+    def _head_kwargs(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("num_labels", "num_choices") if hasattr(self, k)}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                        state_dict: Mapping[str, Tensor] | None = None, **kwargs: Any):
+        """Load a model from a folder, a shortcut name or the packaged name.
+
+        Args:
+            name_or_path: a model folder, e.g. ``bert-base-uncased`` or ``minilm-l6-h384-uncased``.
+            cache_dir: where downloads are kept (default: ``$BERT_TOOLKIT_CACHE`` or ~/.cache/bert-toolkit).
+            state_dict: weights to use instead of the folder's.
+            kwargs: BertConfig fields to override (e.g. ``hidden_dropout_prob=0.0``) and constructor
+                arguments (``num_labels``, ``num_choices``).
+        Returns:
+            The model in eval mode.
+        """
+        folder = resolve_model_dir(name_or_path, cache_dir)
+        config_file = find_file(folder, CONFIG_NAMES, "config file")
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+        config_fields = {f.name for f in dataclasses.fields(BertConfig)}
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in config_fields}
+        try:
+            config = BertConfig.from_dict({**raw, **overrides})
+        except ValueError as err:
+            raise ValueError(f"{config_file}: {err}") from None
+        for key in ("num_labels", "num_choices"):  # what save_pretrained recorded, unless overridden
+            if key in raw and key not in kwargs and key in cls.__init__.__code__.co_varnames:
+                kwargs[key] = raw[key]
+        model = cls(config, **kwargs)
+        if state_dict is None:
+            weights_file = find_file(folder, WEIGHTS_NAMES, "weights file")
+            state_dict, source = load_state_dict_file(weights_file), str(weights_file)
+        else:
+            source = "state_dict"
+        model.load_report = load_weights(model, state_dict, source)
+        return model.eval()
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (names HF's Bert classes load with no missing keys).
+
+        Returns:
+            The folder written.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k not in TIED_KEYS}
+        config = {
+            **self.config.to_dict(),
+            **self._head_kwargs(),
+            "model_type": "bert",  # lets HF's AutoConfig read the folder too
+            "architectures": [type(self).__name__],
+        }
+        with atomic_path(folder / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        atomic_write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return folder
