@@ -1,0 +1,14 @@
+"""Task data: GLUE, SQuAD and SWAG readers, feature converters, post-processing and metrics.
+
+    registry           the task table (name -> kind, processor, metric, number of labels)
+    records            the dataclasses (examples, features, results) and DataFormatError
+    glue / squad / swag   readers and feature converters per format
+    squad_postprocess  logits -> n-best answers, predictions.json and friends
+    squad_metrics      the official SQuAD v1.1 / v2.0 evaluation
+    metrics            accuracy, F1, Matthews, Pearson, Spearman (numpy)
+"""
+
+from bert.tasks.records import DataFormatError
+from bert.tasks.registry import TASKS, TaskKind, TaskSpec, get_task
+
+__all__ = ["DataFormatError", "TASKS", "TaskKind", "TaskSpec", "get_task"]
