@@ -72,14 +72,16 @@ def check_inputs(config: BertConfig, input_ids: Tensor, token_type_ids: Optional
     """Reject inputs that would otherwise fail deep inside an embedding lookup."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be [batch, seq_len], got shape {tuple(input_ids.shape)}")
+    if _tracing():
+        return  # value checks would be frozen into the trace or break the compiled graph
     seq_len = input_ids.shape[1]
     if seq_len > config.max_position_embeddings:
         raise ValueError(
             f"sequence length {seq_len} exceeds max_position_embeddings "
             f"({config.max_position_embeddings}): truncate the input"
         )
-    if _tracing() or input_ids.numel() == 0:
-        return  # value checks would break graphs; shapes were checked above
+    if input_ids.numel() == 0:
+        return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= config.vocab_size:
         bad = low if low < 0 else high
@@ -98,7 +100,8 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        # padding_idx=0: the [PAD] row gets no gradient, as in pytorch-pretrained-bert and HF.
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
