@@ -1,0 +1,443 @@
+"""Google's TensorFlow BERT checkpoints to our models and back, through one explicit name map.
+
+    bert_model.ckpt.{index,data-*} ──read (TF)──► {google name: array} ──NAME MAP──► model ──► config.json
+                                                                                             model.safetensors
+
+Dense kernels are stored [in, out] by TF and [out, in] by torch.nn.Linear, so they are transposed;
+``output_weights`` variables (classifier, NSP, SQuAD) are already [out, in] and are not. Optimizer
+slots and counters (``adam_m``, ``adam_v``, ``AdamWeightDecayOptimizer*``, ``global_step``) are skipped;
+anything else the map does not place is an error that lists every unfilled parameter and every unused
+variable with their shapes. TensorFlow is imported only here, and only when a checkpoint is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+
+from bert import modeling
+from bert.config import BertConfig
+from bert.fileio import atomic_path
+from bert.weights import IGNORED_KEYS, TIED_KEYS, load_state_dict_file, normalize_key
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "bert_model.ckpt"
+GOOGLE_CONFIG_NAME = "bert_config.json"
+VOCAB_NAME = "vocab.txt"
+# The fields of Google's bert_config.json (their TF code knows no others).
+GOOGLE_CONFIG_FIELDS = (
+    "attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "hidden_size", "initializer_range",
+    "intermediate_size", "max_position_embeddings", "num_attention_heads", "num_hidden_layers",
+    "type_vocab_size", "vocab_size",
+)  # fmt: skip
+_OPTIMIZER_PARTS = ("adam_m", "adam_v", "global_step")
+
+# Model classes by head name; "auto" picks one from the checkpoint's variables (see detect_head).
+HEADS = {
+    "model": modeling.BertModel,
+    "pretraining": modeling.BertForPreTraining,
+    "masked-lm": modeling.BertForMaskedLM,
+    "next-sentence": modeling.BertForNextSentencePrediction,
+    "classifier": modeling.BertForSequenceClassification,
+    "token-classifier": modeling.BertForTokenClassification,
+    "multiple-choice": modeling.BertForMultipleChoice,
+    "squad": modeling.BertForQuestionAnswering,
+}
+
+
+class MissingTensorFlowError(ImportError):
+    """TensorFlow is not installed (it is an optional extra)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's variables and the model's parameters do not line up."""
+
+
+def import_tensorflow():
+    """Import TensorFlow on first use, quietly.
+
+    Raises:
+        MissingTensorFlowError: one line saying how to install it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ banner on every conversion
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise MissingTensorFlowError(
+            "reading or writing TensorFlow checkpoints needs TensorFlow: pip install .[tf]  "
+            "(or pip install tensorflow-cpu)"
+        ) from None
+    return tf
+
+
+# ----------------------------------------------------------------------------------------------
+# The name map. Each module of ours <-> a TF scope, in one of four ways:
+#   dense:      weight <- kernel (transposed), bias <- bias
+#   layer_norm: weight <- gamma,               bias <- beta
+#   output:     weight <- output_weights,      bias <- output_bias   (already [out, in])
+#   embedding:  weight <- the scope itself
+
+
+def _module_map(num_layers: int) -> list[tuple[str, str, str]]:
+    modules = [
+        ("bert.embeddings.word_embeddings", "bert/embeddings/word_embeddings", "embedding"),
+        ("bert.embeddings.position_embeddings", "bert/embeddings/position_embeddings", "embedding"),
+        ("bert.embeddings.token_type_embeddings", "bert/embeddings/token_type_embeddings", "embedding"),
+        ("bert.embeddings.LayerNorm", "bert/embeddings/LayerNorm", "layer_norm"),
+    ]
+    for i in range(num_layers):
+        ours, theirs = f"bert.encoder.layer.{i}", f"bert/encoder/layer_{i}"
+        modules += [
+            (f"{ours}.attention.self.query", f"{theirs}/attention/self/query", "dense"),
+            (f"{ours}.attention.self.key", f"{theirs}/attention/self/key", "dense"),
+            (f"{ours}.attention.self.value", f"{theirs}/attention/self/value", "dense"),
+            (f"{ours}.attention.output.dense", f"{theirs}/attention/output/dense", "dense"),
+            (f"{ours}.attention.output.LayerNorm", f"{theirs}/attention/output/LayerNorm", "layer_norm"),
+            (f"{ours}.intermediate.dense", f"{theirs}/intermediate/dense", "dense"),
+            (f"{ours}.output.dense", f"{theirs}/output/dense", "dense"),
+            (f"{ours}.output.LayerNorm", f"{theirs}/output/LayerNorm", "layer_norm"),
+        ]
+    modules += [
+        ("bert.pooler.dense", "bert/pooler/dense", "dense"),
+        # Pre-training heads (run_pretraining.py).
+        ("cls.predictions.transform.dense", "cls/predictions/transform/dense", "dense"),
+        ("cls.predictions.transform.LayerNorm", "cls/predictions/transform/LayerNorm", "layer_norm"),
+        ("cls.seq_relationship", "cls/seq_relationship", "output"),
+        # Fine-tuned heads: run_classifier.py's top-level scope, run_squad.py's cls/squad.
+        ("classifier", "", "output"),
+        ("qa_outputs", "cls/squad", "output"),
+    ]
+    return modules
+
+
+_PARTS = {
+    "dense": (("weight", "kernel", True), ("bias", "bias", False)),
+    "layer_norm": (("weight", "gamma", False), ("bias", "beta", False)),
+    "output": (("weight", "output_weights", False), ("bias", "output_bias", False)),
+}
+
+
+def name_map(num_layers: int) -> dict[str, tuple[str, bool]]:
+    """Our parameter names (with the ``bert.`` prefix) -> (Google variable name, transpose?).
+
+    Args:
+        num_layers: the config's num_hidden_layers.
+    Returns:
+        The map, covering the encoder, the pooler and every head's parameters.
+    """
+    mapping = {}
+    for ours, theirs, kind in _module_map(num_layers):
+        if kind == "embedding":
+            mapping[f"{ours}.weight"] = (theirs, False)
+            continue
+        for our_part, their_part, transpose in _PARTS[kind]:
+            mapping[f"{ours}.{our_part}"] = (f"{theirs}/{their_part}" if theirs else their_part, transpose)
+    # The MLM output bias sits on its own (the decoder weight is the tied word embedding matrix).
+    mapping["cls.predictions.bias"] = ("cls/predictions/output_bias", False)
+    return mapping
+
+
+def is_optimizer_variable(name: str) -> bool:
+    """True for optimizer slots and step counters, which conversion skips."""
+    return any(p in _OPTIMIZER_PARTS or p.startswith("AdamWeightDecayOptimizer") for p in name.split("/"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and writing checkpoints.
+
+
+def checkpoint_prefix(path: str | os.PathLike) -> Path:
+    """The ``bert_model.ckpt`` prefix from a prefix, its .index/.data file, or the folder holding it.
+
+    Raises:
+        ValueError: no checkpoint there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        indexes = sorted(path.glob("*.index"))
+        if len(indexes) != 1:
+            found = ", ".join(p.name for p in indexes) or "none"
+            raise ValueError(f"{path}: expected one TF checkpoint (*.index) in this folder, found {found}")
+        return indexes[0].with_suffix("")
+    if path.suffix == ".index" or path.suffix.startswith(".data-"):
+        path = path.with_suffix("")
+    if not path.with_name(path.name + ".index").is_file():
+        raise ValueError(f"{path}: no TF checkpoint here (expected {path.name}.index and {path.name}.data-*)")
+    return path
+
+
+def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every variable of a TF checkpoint as a numpy array, by its TF name.
+
+    Args:
+        prefix: the checkpoint (see checkpoint_prefix for accepted forms).
+    Returns:
+        {name: array}, optimizer slots included.
+    Raises:
+        MissingTensorFlowError, ValueError: no TensorFlow, or an unreadable checkpoint.
+    """
+    prefix = checkpoint_prefix(prefix)
+    tf = import_tensorflow()
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        return {name: np.asarray(reader.get_tensor(name)) for name in sorted(reader.get_variable_to_shape_map())}
+    except (tf.errors.OpError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{prefix}: not a readable TF checkpoint ({reason[:200]})") from None
+
+
+def write_tf_checkpoint(variables: Mapping[str, np.ndarray], prefix: str | os.PathLike) -> Path:
+    """Write a name-based (TF1 ``tf.train.Saver``-style) checkpoint: ``prefix.index`` + ``prefix.data-*``.
+
+    Google's scripts restore it with ``tf.train.init_from_checkpoint``. Written under a temporary
+    prefix and renamed into place (data first, so a reader never sees an index without its data).
+
+    Returns:
+        The prefix.
+    """
+    tf = import_tensorflow()
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted(variables)
+    tmp = prefix.with_name(f".{prefix.name}.{os.getpid()}.tmp")
+    with tf.device("/CPU:0"):
+        tf.raw_ops.SaveV2(
+            prefix=str(tmp),
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=[tf.constant(np.ascontiguousarray(variables[n])) for n in names],
+        )
+    written = sorted(tmp.parent.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index")
+    for path in written:
+        os.replace(path, prefix.with_name(prefix.name + path.name[len(tmp.name):]))
+    return prefix
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint variables <-> model parameters.
+
+
+def detect_head(variables: Mapping[str, np.ndarray]) -> tuple[str, dict]:
+    """Which model class a checkpoint holds, from the heads' variable names.
+
+    Returns:
+        (head name in HEADS, constructor kwargs such as num_labels).
+    """
+    if "cls/squad/output_weights" in variables:
+        return "squad", {}
+    if "output_weights" in variables:
+        return "classifier", {"num_labels": int(variables["output_weights"].shape[0])}
+    mlm = "cls/predictions/output_bias" in variables
+    nsp = "cls/seq_relationship/output_weights" in variables
+    if mlm and nsp:
+        return "pretraining", {}
+    return ("masked-lm" if mlm else "next-sentence" if nsp else "model"), {}
+
+
+def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray], source: str = "checkpoint",
+                      allow_unused_heads: bool = False) -> list[str]:
+    """Fill every parameter of `model` from Google-named `variables`.
+
+    Args:
+        model: any model of bert.modeling.
+        variables: {TF name: array}, e.g. from read_tf_checkpoint.
+        source: named in error messages.
+        allow_unused_heads: drop (and log) known head variables that this model has no place for, e.g.
+            the pre-training heads when loading into BertModel; unknown variables still fail.
+    Returns:
+        The names of the checkpoint variables that were skipped (optimizer slots, dropped heads).
+    Raises:
+        CheckpointMismatchError: one line listing each parameter left unfilled, each unused variable and
+            each shape mismatch, with shapes.
+    """
+    mapping = name_map(model.config.num_hidden_layers)
+    params = dict(model.named_parameters())  # tied weights appear once, under the embedding's name
+    prefix = "" if any(k.startswith("bert.") for k in params) else "bert."
+    values, used, unfilled, mismatched = {}, set(), [], []
+    for name, param in params.items():
+        tf_name, transpose = mapping[prefix + name]
+        if tf_name not in variables:
+            unfilled.append(f"{name} {list(param.shape)} (from {tf_name})")
+            continue
+        array = variables[tf_name].T if transpose else variables[tf_name]
+        used.add(tf_name)
+        if tuple(array.shape) != tuple(param.shape):
+            mismatched.append(f"{name} {list(param.shape)} vs {tf_name} {list(variables[tf_name].shape)}")
+            continue
+        values[name] = torch.from_numpy(np.ascontiguousarray(array)).to(param.dtype)
+    known = {tf_name for tf_name, _ in mapping.values()}
+    skipped = [n for n in variables if n not in used and is_optimizer_variable(n)]
+    dropped = [n for n in variables if n not in used and allow_unused_heads and n in known
+               and not n.startswith("bert/")]
+    unused = [f"{n} {list(variables[n].shape)}" for n in variables
+              if n not in used and n not in skipped and n not in dropped]
+    problems = []
+    if unfilled:
+        problems.append(f"{len(unfilled)} model parameter(s) not in the checkpoint: {', '.join(unfilled)}")
+    if unused:
+        problems.append(f"{len(unused)} checkpoint variable(s) not used: {', '.join(unused)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {', '.join(mismatched)}")
+    if problems:
+        raise CheckpointMismatchError(f"{source} -> {type(model).__name__}: " + "; ".join(problems))
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(value)
+    if dropped:
+        logger.info("%s: head variables not used by %s: %s", source, type(model).__name__, ", ".join(dropped))
+    return skipped + dropped
+
+
+def state_dict_to_tf(state_dict: Mapping[str, torch.Tensor], num_layers: int, source: str = "state_dict"
+                     ) -> dict[str, np.ndarray]:
+    """Our (or HF's) parameter names to Google's variables, float32, kernels transposed back.
+
+    Raises:
+        CheckpointMismatchError: a parameter the map does not know (listed).
+    """
+    mapping = name_map(num_layers)
+    has_prefix = any(k.startswith("bert.") for k in state_dict)
+    out, unknown = {}, []
+    for key, tensor in state_dict.items():
+        key = normalize_key(key)
+        if key in TIED_KEYS or IGNORED_KEYS.search(key):
+            continue
+        full = key if has_prefix or not key.startswith(("embeddings.", "encoder.", "pooler.")) else "bert." + key
+        if full not in mapping:
+            unknown.append(f"{key} {list(tensor.shape)}")
+            continue
+        tf_name, transpose = mapping[full]
+        array = tensor.detach().float().cpu().numpy()
+        out[tf_name] = np.ascontiguousarray(array.T if transpose else array)
+    if unknown:
+        raise CheckpointMismatchError(f"{source}: {len(unknown)} parameter(s) with no Google name: {', '.join(unknown)}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole conversions (what `bert convert-tf-checkpoint` / `export-tf-checkpoint` run).
+
+
+@contextlib.contextmanager
+def opened_checkpoint(path: str | os.PathLike) -> Iterator[tuple[Path, Optional[Path], Optional[Path]]]:
+    """(checkpoint prefix, bert_config.json or None, vocab.txt or None) for a prefix, folder or
+    Google's released zip/tar (extracted safely into a temporary folder for the duration)."""
+    path = Path(path)
+    if path.is_file() and path.suffix in (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"):
+        from bert.archive import safe_extract
+
+        with tempfile.TemporaryDirectory(prefix="bert-tf-") as tmp:
+            safe_extract(path, tmp)
+            yield locate_google_checkpoint(Path(tmp), source=str(path))
+        return
+    prefix = checkpoint_prefix(path)
+    yield prefix, _beside(prefix, GOOGLE_CONFIG_NAME), _beside(prefix, VOCAB_NAME)
+
+
+def _beside(prefix: Path, name: str) -> Optional[Path]:
+    return prefix.parent / name if (prefix.parent / name).is_file() else None
+
+
+def locate_google_checkpoint(folder: Path, source: str = "") -> tuple[Path, Optional[Path], Optional[Path]]:
+    """Find the checkpoint in an extracted release: at the top or one folder down (Google's zips
+    hold ``uncased_L-12_H-768_A-12/bert_model.ckpt.*``; the 2020 small BERTs have no folder).
+
+    Raises:
+        ValueError: no checkpoint, or more than one.
+    """
+    indexes = sorted(folder.glob("*.index")) + sorted(folder.glob("*/*.index"))
+    if len(indexes) != 1:
+        found = ", ".join(str(p.relative_to(folder)) for p in indexes) or "none"
+        raise ValueError(f"{source or folder}: expected one TF checkpoint (*.ckpt.index), found {found}")
+    prefix = indexes[0].with_suffix("")
+    return prefix, _beside(prefix, GOOGLE_CONFIG_NAME), _beside(prefix, VOCAB_NAME)
+
+
+def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | os.PathLike | None,
+                          out_dir: str | os.PathLike, head: str = "auto", allow_unused_heads: bool = False,
+                          **head_kwargs) -> Path:
+    """Convert a Google TF checkpoint to ``config.json`` + ``model.safetensors`` (+ ``vocab.txt``).
+
+    Args:
+        tf_checkpoint: the ``bert_model.ckpt`` prefix, its folder, or Google's released zip.
+        bert_config: bert_config.json; None takes the one beside the checkpoint.
+        out_dir: created if missing; the files are written atomically.
+        head: a key of HEADS, or "auto" to follow the checkpoint's variables.
+        allow_unused_heads: with an explicit smaller head, drop the other heads' variables.
+        head_kwargs: e.g. num_labels, num_choices (auto fills num_labels from output_weights).
+    Returns:
+        out_dir.
+    Raises:
+        ValueError: a missing config, an unreadable checkpoint, or a CheckpointMismatchError.
+        MissingTensorFlowError: TensorFlow is not installed.
+    """
+    if head != "auto" and head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected auto or one of {', '.join(HEADS)}")
+    out_dir = Path(out_dir)
+    with opened_checkpoint(tf_checkpoint) as (prefix, found_config, vocab):
+        config_path = Path(bert_config) if bert_config else found_config
+        if config_path is None:
+            raise ValueError(f"{tf_checkpoint}: no {GOOGLE_CONFIG_NAME} beside the checkpoint; pass BERT_CONFIG")
+        config = BertConfig.from_json_file(config_path)
+        variables = read_tf_checkpoint(prefix)
+        if head == "auto":
+            head, detected = detect_head(variables)
+            head_kwargs = {**detected, **head_kwargs}
+        model = HEADS[head](config, **head_kwargs)
+        skipped = load_tf_variables(model, variables, str(tf_checkpoint), allow_unused_heads)
+        logger.info("%s: %d variables -> %s (%d skipped: optimizer slots, counters)",
+                    tf_checkpoint, len(variables), type(model).__name__, len(skipped))
+        model.save_pretrained(out_dir)
+        if vocab is not None:
+            with atomic_path(out_dir / VOCAB_NAME) as tmp:
+                shutil.copyfile(vocab, tmp)
+    return out_dir
+
+
+def export_tf_checkpoint(model_dir: str | os.PathLike, out_prefix: str | os.PathLike) -> Path:
+    """Write a model folder as a Google TF checkpoint that Google's scripts load.
+
+    Writes ``OUT_PREFIX.index`` / ``.data-00000-of-00001``, ``bert_config.json`` (Google's fields) and
+    ``vocab.txt`` (when the model folder has one) beside it.
+
+    Args:
+        model_dir: a folder with config.json and model.safetensors (or pytorch_model.bin).
+        out_prefix: e.g. ``out/bert_model.ckpt``.
+    Returns:
+        The prefix.
+    """
+    from bert.weights import CONFIG_NAMES, WEIGHTS_NAMES, find_file
+
+    model_dir, out_prefix = Path(model_dir), Path(out_prefix)
+    if not model_dir.is_dir():
+        raise ValueError(f"{model_dir}: not a model folder")
+    config = BertConfig.from_json_file(find_file(model_dir, CONFIG_NAMES, "config file"))
+    weights = find_file(model_dir, WEIGHTS_NAMES, "weights file")
+    variables = state_dict_to_tf(load_state_dict_file(weights), config.num_hidden_layers, str(weights))
+    write_tf_checkpoint(variables, out_prefix)
+    google = {k: v for k, v in config.to_dict().items() if k in GOOGLE_CONFIG_FIELDS}
+    if google["hidden_act"] not in ("gelu", "relu"):
+        # Kept as it is so that export then convert is the identity; Google's code needs "gelu" here
+        # (its gelu is the tanh form since February 2019).
+        logger.warning("%s: hidden_act=%r is unknown to Google's TF code", model_dir, google["hidden_act"])
+    if config.layer_norm_eps != 1e-12:
+        logger.warning("%s: layer_norm_eps=%g, but Google's TF code always uses 1e-12", model_dir,
+                       config.layer_norm_eps)
+    with atomic_path(out_prefix.parent / GOOGLE_CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(google, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if (model_dir / VOCAB_NAME).is_file() and (model_dir / VOCAB_NAME).resolve() != (
+            out_prefix.parent / VOCAB_NAME).resolve():
+        with atomic_path(out_prefix.parent / VOCAB_NAME) as tmp:
+            shutil.copyfile(model_dir / VOCAB_NAME, tmp)
+    logger.info("%s -> %s (%d variables)", model_dir, out_prefix, len(variables))
+    return out_prefix
