@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # exactly this torch: the CPU wheel on the machine; any other spec pulls the CUDA build
 TORCH  := torch==2.13.0
+# an install is redone when pyproject.toml changes
+HASH   := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: test run ui bench install clean
 
@@ -13,24 +14,29 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+$(VENV)/.pipeline-$(HASH): | $(PY)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[test]" $(TORCH)
+	$(PIP) install -q -e ".[pipeline]" $(TORCH)
 	touch $@
 
-install: $(STAMP)
+$(VENV)/.test-$(HASH): | $(PY)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[test]" $(TORCH)
+	touch $@ $(VENV)/.pipeline-$(HASH)
 
-test: $(STAMP)
+install: $(VENV)/.test-$(HASH)
+
+test: $(VENV)/.test-$(HASH)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
-run: $(STAMP)
+run: $(VENV)/.pipeline-$(HASH)
 	$(VENV)/bin/dvc repro
 	@echo "Report: reports/report.md (and reports/report.html)"
 
-ui: $(STAMP)
+ui: $(VENV)/.pipeline-$(HASH)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-bench: $(STAMP)
+bench: $(VENV)/.test-$(HASH)
 	$(PY) bench/model_speed.py
 
 clean:
