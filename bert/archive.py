@@ -18,7 +18,6 @@ import gzip
 import lzma
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import zipfile
@@ -236,11 +235,3 @@ def _copy_member(archive: Path, name: str, source: _Member, dest: Path) -> None:
         if tmp.exists():
             tmp.unlink()
 
-
-def remove_tree(path: str | os.PathLike) -> None:
-    """Delete a folder (or file) if it exists; never follows links out of it."""
-    path = Path(path)
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)

@@ -32,6 +32,12 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
 
 
+# Worth another, resumed attempt: a stalled or reset connection, a transfer cut short. (A refused
+# connection or an unknown host is not: offline, the caller should hear it at once.)
+_RETRY_ERRORS = (socket.timeout, TimeoutError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                 http.client.HTTPException)
+
+
 class DownloadError(OSError):
     """The file could not be fetched (network down, HTTP error, transfer cut too often)."""
 
@@ -163,10 +169,10 @@ def _fetch_once(url: str, part: Path, timeout: float, chunk_size: int, progress:
         raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:
         reason = err.reason
-        if isinstance(reason, (socket.timeout, TimeoutError, ConnectionError)):
+        if isinstance(reason, _RETRY_ERRORS):
             raise _Retryable(str(reason)) from None
         raise DownloadError(f"could not download {url}: {reason}") from None
-    except (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+    except _RETRY_ERRORS as err:
         raise _Retryable(str(err) or type(err).__name__) from None
     with response:
         status = getattr(response, "status", None)
@@ -192,7 +198,7 @@ def _fetch_once(url: str, part: Path, timeout: float, chunk_size: int, progress:
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-            except (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+            except _RETRY_ERRORS as err:
                 out.flush()
                 raise _Retryable(f"transfer cut after {received} bytes ({type(err).__name__})") from None
             out.flush()
