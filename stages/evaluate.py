@@ -1,0 +1,165 @@
+"""Stage evaluate: dev-set predictions and metrics of a fine-tuned model, or of the untrained baseline.
+
+    python -m stages.evaluate --task demo-pair --features data/features/demo-pair \
+        --data data/raw/demo-pair --model models/finetuned/demo-pair/seed1 --out reports/eval/demo-pair/seed1
+    python -m stages.evaluate ... --model models/pretrained --untrained --out reports/baseline/demo-pair
+
+Writes ``<out>/metrics.json`` and ``<out>/predictions.json`` (SQuAD: the official predictions.json
+format, plus nbest_predictions.json). All metrics are in points (0-100), as GLUE and SQuAD report them.
+``--untrained`` is the baseline: the pretrained encoder with a freshly initialised head (seeded by
+``evaluate.baseline_seed``), not fine-tuned. Classification and multiple choice also get the
+majority-class baseline: always predicting the train set's most frequent label (or choice position).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from bert.cache import CachedFeatures, pad_collate
+from bert.engine import predict
+from bert.tasks import TaskKind, TaskSpec
+from bert.tasks.records import SquadFeatures, SquadResult
+from bert.tasks.squad import load_squad_json
+from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
+from bert.tasks.squad_postprocess import compute_predictions
+from stages.common import atomic_outputs, load_features, require_input, run_stage, write_json, stage_parser
+from stages.params import EvaluateParams, load_section
+from stages.tasks import get_task, head_for, primary_metric
+
+logger = logging.getLogger("stages.evaluate")
+
+
+def _points(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: 100.0 * v for k, v in metrics.items()}
+
+
+def confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
+    """counts[i][j]: examples of gold class i predicted as j."""
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (gold, pred), 1)
+    return counts.tolist()
+
+
+def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeatures, train_labels: torch.Tensor):
+    """Metrics, confusion, majority baseline and per-example predictions of GLUE and SWAG tasks."""
+    gold = dev.labels("labels").numpy()
+    ids = (dev.metadata or {}).get("ids") or [str(i) for i in range(len(dev))]
+    if spec.kind is TaskKind.REGRESSION:
+        pred = logits.view(-1).float().numpy()
+        metrics = _points(spec.compute_metrics(pred, gold))
+        rows = [{"id": i, "label": float(g), "prediction": float(p)} for i, g, p in zip(ids, gold, pred)]
+        return metrics, {"predictions": rows}
+    pred = logits.argmax(-1).numpy()
+    k = logits.shape[-1]
+    names = list(spec.labels) if spec.labels else [str(c) for c in range(k)]
+    metrics = _points(spec.compute_metrics(pred, gold))
+    majority_class = int(torch.bincount(train_labels.long(), minlength=k).argmax())
+    majority = _points(spec.compute_metrics(np.full_like(gold, majority_class), gold))
+    probs = torch.softmax(logits.float(), -1).numpy()
+    rows = [{"id": i, "label": names[g], "prediction": names[p], "probabilities": [round(float(x), 6) for x in pr]}
+            for i, g, p, pr in zip(ids, gold, pred, probs)]
+    extra = {
+        "labels": names,
+        "confusion": confusion(gold, pred, k),
+        "predicted_counts": np.bincount(pred, minlength=k).tolist(),
+        "majority": {"class": names[majority_class], "metrics": majority},
+        "predictions": rows,
+    }
+    return metrics, extra
+
+
+def squad_metrics(spec: TaskSpec, outputs: tuple, dev: CachedFeatures, data_dir: Path, params: EvaluateParams):
+    """EM/F1 by the official script, from the windows' start and end logits."""
+    examples = spec.processor.get_examples(data_dir, "dev")
+    if len(examples) != dev.manifest.num_examples:
+        raise ValueError(f"{data_dir}: {len(examples)} dev questions, but the features were made from "
+                         f"{dev.manifest.num_examples}; re-run the tokenize stage")
+    features = [SquadFeatures(input_ids=[], segment_ids=[], **meta) for meta in dev.metadata]
+    start_logits, end_logits = outputs
+    results = [SquadResult(f.unique_id, start_logits[i, : len(f.tokens)].tolist(), end_logits[i, : len(f.tokens)].tolist())
+               for i, f in enumerate(features)]
+    v2 = spec.processor.version_2_with_negative
+    answers = compute_predictions(examples, features, results, params.n_best_size, params.max_answer_length,
+                                  dev.manifest.do_lower_case, v2, params.null_score_diff_threshold)
+    dataset = load_squad_json(spec.processor.path(data_dir, "dev"))
+    if v2:
+        metrics = evaluate_v2(dataset, answers.predictions, answers.null_odds)
+        metrics = {"exact_match": metrics["exact"], "f1": metrics["f1"],
+                   **{k: v for k, v in metrics.items() if k not in ("exact", "f1", "total")}}
+    else:
+        metrics = evaluate_v1(dataset, answers.predictions)
+    return metrics, {"predictions": answers.predictions, "nbest": answers.nbest}
+
+
+def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, untrained: bool,
+             params: EvaluateParams) -> tuple[dict, dict]:
+    """Predict the dev set; returns (the metrics.json record, extra outputs incl. predictions)."""
+    spec = get_task(task)
+    producer = "convert" if untrained else "finetune"
+    require_input(model_dir / "config.json", producer, "model")
+    dev = load_features(Path(features_dir) / "dev", model_dir)
+    head, kwargs = head_for(spec)
+    if untrained:
+        torch.manual_seed(params.baseline_seed)
+        model = head.from_pretrained(model_dir, **kwargs)
+    else:
+        model = head.from_pretrained(model_dir)
+    start = time.perf_counter()
+    outputs = predict(model, dev, functools.partial(pad_collate, pad_id=0), batch_size=params.batch_size,
+                      precision=params.precision, lengths=dev.lengths)
+    seconds = time.perf_counter() - start
+    if spec.kind is TaskKind.SQUAD:
+        require_input(data_dir, "download", f"raw data of {task}")
+        metrics, extra = squad_metrics(spec, outputs, dev, data_dir, params)
+    else:
+        train_labels = CachedFeatures(Path(features_dir) / "train").labels("labels")
+        metrics, extra = classification_metrics(spec, outputs[0], dev, train_labels)
+    training = None
+    if not untrained and (model_dir / "training.json").is_file():
+        training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    record: dict[str, Any] = {
+        "task": task, "kind": spec.kind.value, "metric": spec.metric, "primary": primary_metric(spec),
+        "untrained": untrained, "metrics": metrics, "dev_examples": dev.manifest.num_examples,
+        "dev_features": len(dev), "eval_seconds": seconds, "eval_sequences_per_second": len(dev) / seconds,
+        "training": training,
+        **{k: v for k, v in extra.items() if k not in ("predictions", "nbest")},
+    }
+    return record, extra
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = stage_parser("evaluate", __doc__)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--features", required=True, type=Path, help="the task's feature folder (stage tokenize)")
+    parser.add_argument("--data", required=True, type=Path, help="the task's raw data folder (stage download)")
+    parser.add_argument("--model", required=True, type=Path, help="a fine-tuned model folder (stage finetune)")
+    parser.add_argument("--untrained", action="store_true", help="baseline: a fresh head on --model, no training")
+    parser.add_argument("--out", required=True, type=Path, help="the folder for metrics.json and predictions")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        params = load_section("evaluate", args.params)
+        record, extra = evaluate(args.task, args.features, args.data, args.model, args.untrained, params)
+        with atomic_outputs(args.out) as (tmp,):
+            tmp.mkdir()
+            write_json(tmp / "metrics.json", record)
+            write_json(tmp / "predictions.json", extra["predictions"])
+            if "nbest" in extra:
+                write_json(tmp / "nbest_predictions.json", extra["nbest"])
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items() if isinstance(v, float))
+        logger.info("%s%s: %s -> %s", args.task, " (untrained baseline)" if args.untrained else "", shown, args.out)
+
+    return run_stage("evaluate", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Stage tokenize: a task's raw train and dev files to cached, unpadded tensors (bert.cache).
+
+    python -m stages.tokenize --task demo-pair --data data/raw/demo-pair --model models/pretrained \
+        --out data/features/demo-pair
+
+Writes ``<out>/train`` and ``<out>/dev``, each a bert.cache folder whose manifest records the vocab's
+sha256, the casing, the lengths, the counts and how many examples were truncated. finetune and
+evaluate read these and never tokenize again. GLUE and SWAG text goes through the fast batch path
+(bert.fast_tokenization: the same ids as BertTokenizer); SQuAD keeps WordPiece token strings for
+post-processing, so it uses BertTokenizer with a word cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from bert.cache import CacheManifest, write_cache
+from bert.download import sha256_of
+from bert.fast_tokenization import FastWordpiece
+from bert.tasks import TaskKind, TaskSpec
+from bert.tasks import glue, squad, swag
+from bert.tasks.records import CachedTokenizer
+from bert.tokenization import BertTokenizer
+from stages.common import atomic_outputs, require_input, run_stage, stage_parser
+from stages.params import TokenizeParams, load_section
+from stages.tasks import get_task
+
+logger = logging.getLogger("stages.tokenize")
+SPLITS = ("train", "dev")
+
+
+class FastIds:
+    """Runs the GLUE and SWAG feature converters on FastWordpiece ids instead of token strings.
+
+    ``tokenize`` returns a text's ids; ``convert_tokens_to_ids`` passes ids through and maps the
+    special tokens the converters insert ([CLS], [SEP]). The converters only truncate lists, frame
+    them and convert, so the features equal the slow path's (tests/test_stages_tokenize.py checks).
+    """
+
+    def __init__(self, tokenizer: BertTokenizer):
+        self.fast = FastWordpiece(tokenizer)
+        self.vocab = tokenizer.vocab
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.fast.tokenize_to_ids([text])[0]
+
+    def convert_tokens_to_ids(self, tokens: Sequence[Any]) -> list[int]:
+        return [t if isinstance(t, int) else self.vocab[t] for t in tokens]
+
+
+def _manifest(task: str, split: str, params: TokenizeParams, vocab_sha: str, spec: TaskSpec, **counts) -> CacheManifest:
+    is_squad = spec.kind is TaskKind.SQUAD
+    return CacheManifest(
+        task=task, split=split, vocab_sha256=vocab_sha, do_lower_case=params.do_lower_case,
+        max_seq_length=params.max_seq_length,
+        doc_stride=params.doc_stride if is_squad else None,
+        max_query_length=params.max_query_length if is_squad else None,
+        extra={"kind": spec.kind.value, "metric": spec.metric, "labels": list(spec.labels or []) or None},
+        **counts,
+    )
+
+
+def tokenize_split(spec: TaskSpec, task: str, split: str, data: Path, out: Path, tokenizer: BertTokenizer,
+                   params: TokenizeParams, vocab_sha: str) -> CacheManifest:
+    """Featurise one split of `task` into the cache folder `out`; returns its manifest."""
+    examples = spec.processor.get_examples(data, split)
+    if not examples:
+        raise ValueError(f"{spec.processor.path(data, split)}: no examples")
+    n = len(examples)
+    if spec.kind is TaskKind.SQUAD:
+        words = CachedTokenizer(tokenizer)
+        training = split == "train"
+        features = squad.convert_examples_to_features(
+            examples, words, params.max_seq_length, params.doc_stride, params.max_query_length, training)
+        windows: dict[int, int] = {}
+        for f in features:
+            windows[f.example_index] = windows.get(f.example_index, 0) + 1
+        cut_query = sum(len(words.tokenize(e.question_text)) > params.max_query_length for e in examples)
+        truncated = max(cut_query, sum(count > 1 for count in windows.values()))
+        labels = ({"start_positions": [f.start_position for f in features],
+                   "end_positions": [f.end_position for f in features]} if training else {})
+        metadata = None if training else [
+            {"unique_id": f.unique_id, "example_index": f.example_index, "doc_span_index": f.doc_span_index,
+             "tokens": f.tokens, "token_to_orig_map": f.token_to_orig_map,
+             "token_is_max_context": f.token_is_max_context} for f in features]
+        manifest = _manifest(task, split, params, vocab_sha, spec, num_examples=n, num_features=len(features),
+                             num_truncated=truncated, label_keys=tuple(labels))
+        write_cache(out, [f.input_ids for f in features], [f.segment_ids for f in features], labels, manifest, metadata)
+        return manifest
+    fast = FastIds(tokenizer)
+    if spec.kind is TaskKind.MULTIPLE_CHOICE:
+        mc = swag.convert_examples_to_features(examples, fast, params.max_seq_length)
+        ids = [[c.input_ids for c in f.choices] for f in mc]
+        types = [[c.segment_ids for c in f.choices] for f in mc]
+        labels = {"labels": [f.label for f in mc]}
+        truncated = sum(any(c.truncated for c in f.choices) for f in mc)
+        metadata = {"ids": [f.example_id for f in mc]}
+        manifest = _manifest(task, split, params, vocab_sha, spec, num_examples=n, num_features=n,
+                             num_truncated=truncated, label_keys=("labels",), num_choices=len(ids[0]))
+    else:
+        features = glue.convert_examples_to_features(examples, spec.labels, params.max_seq_length, fast)
+        ids, types = [f.input_ids for f in features], [f.segment_ids for f in features]
+        labels = {"labels": [f.label_id for f in features]}
+        metadata = {"ids": [e.guid for e in examples]}
+        manifest = _manifest(task, split, params, vocab_sha, spec, num_examples=n, num_features=n,
+                             num_truncated=sum(f.truncated for f in features), label_keys=("labels",))
+    write_cache(out, ids, types, labels, manifest, metadata)
+    return manifest
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = stage_parser("tokenize", __doc__)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--data", required=True, type=Path, help="the task's raw data folder (stage download)")
+    parser.add_argument("--model", required=True, type=Path, help="the model folder with vocab.txt (stage convert)")
+    parser.add_argument("--out", required=True, type=Path, help="the task's feature folder to write")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        params = load_section("tokenize", args.params)
+        spec = get_task(args.task)
+        require_input(args.data, "download", f"raw data of {args.task}")
+        vocab = require_input(args.model / "vocab.txt", "convert", "vocabulary")
+        tokenizer = BertTokenizer(vocab, do_lower_case=params.do_lower_case)
+        vocab_sha = sha256_of(vocab)
+        with atomic_outputs(args.out) as (tmp,):
+            tmp.mkdir()
+            for split in SPLITS:
+                m = tokenize_split(spec, args.task, split, args.data, tmp / split, tokenizer, params, vocab_sha)
+                logger.info("%s %s: %d examples -> %d features, %d truncated (max_seq_length %d)",
+                            args.task, split, m.num_examples, m.num_features, m.num_truncated, m.max_seq_length)
+
+    return run_stage("tokenize", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
