@@ -93,8 +93,10 @@ def finetune(task: str, seed: int, features_dir: Path, model_dir: Path, work: Pa
 def write_outputs(model, result: FitResult, task: str, seed: int, num_examples: int, params: FinetuneParams,
                   model_dir: Path, out: Path, history: Path, world_size: int) -> None:
     """Rank 0: the model folder and the history file, both or neither."""
+    source = model_dir / "SOURCE.json"
     summary = {
         "task": task, "seed": seed, "train_examples": num_examples, "world_size": world_size,
+        "model": json.loads(source.read_text(encoding="utf-8"))["name"] if source.is_file() else str(model_dir),
         "global_steps": result.global_steps, "seconds": result.seconds,
         "sequences_per_second": result.sequences_per_second, "skipped_steps": result.skipped_steps,
         "final_loss": result.history[-1]["loss"] if result.history else None,

@@ -36,8 +36,8 @@ def _above(low: float) -> dict:
     return {"gt": low}
 
 
-def _fraction() -> dict:
-    return {"min": 0.0, "max": 1.0}
+def _proportion() -> dict:
+    return {"min": 0.0, "lt": 1.0}
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class FinetuneParams:
     learning_rate: float = field(metadata=_above(0.0))
     global_batch_size: int = field(metadata=_at_least(1))
     grad_accum_steps: int = field(metadata=_at_least(1))
-    warmup_proportion: float = field(metadata=_fraction())
+    warmup_proportion: float = field(metadata=_proportion())
     weight_decay: float = field(metadata=_at_least(0.0))
     max_grad_norm: float = field(metadata=_at_least(0.0))
     precision: Literal["fp32", "fp16", "bf16"]
@@ -265,6 +265,8 @@ def _check_range(metadata: Any, value: Any, key: str, path: str | os.PathLike) -
         raise ParamsError(f"{path}: {key}: expected at least {metadata['min']}, got {value!r}")
     if "max" in metadata and value > metadata["max"]:
         raise ParamsError(f"{path}: {key}: expected at most {metadata['max']}, got {value!r}")
+    if "lt" in metadata and value >= metadata["lt"]:
+        raise ParamsError(f"{path}: {key}: expected less than {metadata['lt']}, got {value!r}")
     if "gt" in metadata and value <= metadata["gt"]:
         raise ParamsError(f"{path}: {key}: expected more than {metadata['gt']}, got {value!r}")
 

@@ -1,0 +1,47 @@
+"""The report's PNGs (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+def training_curves(path: Path, task: str, histories: dict[int, list[dict]]) -> None:
+    """Loss and learning rate against the optimizer step, one line per seed."""
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for seed, points in sorted(histories.items()):
+        steps = [p["step"] for p in points]
+        ax_loss.plot(steps, [p["loss"] for p in points], marker=".", label=f"seed {seed}")
+        ax_lr.plot(steps, [p["learning_rate"] for p in points], label=f"seed {seed}")
+    ax_loss.set(title=f"{task}: training loss", xlabel="optimizer step", ylabel="loss")
+    ax_lr.set(title=f"{task}: learning rate", xlabel="optimizer step", ylabel="learning rate")
+    for ax in (ax_loss, ax_lr):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion_matrix(path: Path, task: str, counts: Sequence[Sequence[int]], labels: Sequence[str], note: str) -> None:
+    """A heat map of gold (rows) against predicted (columns) counts, each cell annotated."""
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2.4, 1.0 * k + 1.8))
+    image = ax.imshow(counts, cmap="Blues")
+    top = max(max(row) for row in counts) or 1
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(counts[i][j]), ha="center", va="center",
+                    color="white" if counts[i][j] > top / 2 else "black")
+    ax.set_xticks(range(k), labels)
+    ax.set_yticks(range(k), labels)
+    ax.set(xlabel="predicted", ylabel="gold", title=f"{task}: confusion ({note})")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

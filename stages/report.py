@@ -1,0 +1,198 @@
+"""Stage report: the task x seed results as reports/report.md, report.html, PNGs and metrics.json.
+
+    python -m stages.report --runs "reports/eval/{task}/seed{seed}" --baseline "reports/baseline/{task}" \
+        --history "reports/history/{task}/seed{seed}.json" --markdown reports/report.md \
+        --html reports/report.html --figures reports/figures --metrics reports/metrics.json
+
+Per task: every metric's mean ± sample standard deviation over the seeds (points), beside the
+untrained baseline (the pretrained encoder with a fresh, untrained head: stage ``baseline``), the
+majority-class baseline for classification and multiple choice, and published figures where they
+exist (stages.references). Runs whose predictions collapse to one class, or whose accuracy is
+within ``report.majority_tolerance`` points of the majority class, are flagged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from bert.fileio import atomic_write_text
+from stages import figures
+from stages.common import atomic_outputs, read_json, run_stage, stage_parser, write_json
+from stages.params import ReportParams, load_matrix, load_section
+from stages.references import references_for
+from stages.render import Bullets, Code, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
+
+logger = logging.getLogger("stages.report")
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def _fmt(stats: Optional[dict]) -> str:
+    if stats is None:
+        return "—"
+    if stats.get("std") is None:
+        return f"{stats['mean']:.2f}"
+    return f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+
+def summarize_task(task: str, runs: dict[int, dict], baseline: dict, tolerance: float) -> dict:
+    """The metrics.json entry of one task: per-metric mean/std over seeds, baselines, gain, flags."""
+    first = next(iter(runs.values()))
+    primary = first["primary"]
+    names = [k for k, v in first["metrics"].items() if isinstance(v, (int, float))]
+    fine_tuned = {}
+    for name in names:
+        per_seed = {str(seed): run["metrics"][name] for seed, run in runs.items()}
+        fine_tuned[name] = {**_mean_std(list(per_seed.values())), "per_seed": per_seed}
+    majority = (baseline.get("majority") or {}).get("metrics")
+    flags = []
+    for seed, run in runs.items():
+        counts = run.get("predicted_counts")
+        if counts is not None and sum(c > 0 for c in counts) == 1:
+            flags.append({"seed": seed, "why": "predicts a single class for every dev example"})
+        elif majority and "acc" in majority and run["metrics"]["acc"] <= majority["acc"] + tolerance:
+            flags.append({"seed": seed, "why": f"accuracy {run['metrics']['acc']:.2f} is within {tolerance} "
+                                               f"points of the majority class ({majority['acc']:.2f})"})
+    trainings = [run["training"] for run in runs.values() if run.get("training")]
+    return {
+        "primary": primary,
+        "fine_tuned": fine_tuned,
+        "untrained": {k: v for k, v in baseline["metrics"].items() if isinstance(v, (int, float))},
+        "majority": majority,
+        "majority_class": (baseline.get("majority") or {}).get("class"),
+        "gain_over_untrained": fine_tuned[primary]["mean"] - baseline["metrics"][primary],
+        "flagged_runs": flags,
+        "train_seconds": sum(t["seconds"] for t in trainings),
+        "train_sequences_per_second": statistics.fmean(t["sequences_per_second"] for t in trainings) if trainings else None,
+        "eval_seconds": sum(run["eval_seconds"] for run in runs.values()),
+        "eval_sequences_per_second": statistics.fmean(run["eval_sequences_per_second"] for run in runs.values()),
+        "dev_examples": first["dev_examples"],
+    }
+
+
+def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
+    rows = []
+    for task, s in summaries.items():
+        for name, stats in s["fine_tuned"].items():
+            is_primary = name == s["primary"]
+            untrained = s["untrained"].get(name)
+            majority = (s["majority"] or {}).get(name)
+            refs = "; ".join(f"{fig} [{src}]" for fig, src in references_for(task)) if is_primary else ""
+            rows.append([
+                task if is_primary else "", f"**{name}**" if is_primary else name, _fmt(stats),
+                " / ".join(f"{stats['per_seed'][str(seed)]:.2f}" for seed in seeds),
+                "—" if untrained is None else f"{untrained:.2f}", "—" if majority is None else f"{majority:.2f}",
+                f"{stats['mean'] - untrained:+.2f}" if untrained is not None else "—", refs or ("—" if is_primary else ""),
+            ])
+    header = ["task", "metric", f"fine-tuned (mean ± std, {len(seeds)} seeds)", "per seed (" + " / ".join(map(str, seeds)) + ")",
+              "untrained head", "majority class", "gain vs untrained", "published (source)"]
+    return Table(header, rows)
+
+
+def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]], seeds: list[int],
+                   figure_paths: dict[str, dict[str, str]]) -> Document:
+    """The report's content (rendered to both Markdown and HTML)."""
+    first_run = next(iter(next(iter(runs.values())).values()))
+    training = first_run.get("training") or {}
+    env = training.get("environment", {})
+    params = training.get("params", {})
+    doc = Document("Fine-tuning report")
+    doc.add(Paragraph(f"Generated {datetime.datetime.now().astimezone().isoformat(timespec='seconds')} by "
+                      f"`python -m stages.report`. Model: `{training.get('model', '?')}`. Tasks: "
+                      f"{', '.join(summaries)}; seeds: {', '.join(map(str, seeds))}. All figures are points (0-100) "
+                      "on the dev set."))
+    doc.add(Heading("Results"), _results_table(summaries, seeds))
+    doc.add(Paragraph("**untrained head**: the pretrained encoder with a freshly initialised (seeded), untrained "
+                      "head, evaluated like the fine-tuned runs. **majority class**: always predicting the train set's "
+                      "most frequent label (choice position for multiple choice). **gain**: fine-tuned mean minus "
+                      "untrained head. The primary metric of each task is in bold."))
+    flagged = [f"{task} seed {f['seed']}: {f['why']}" for task, s in summaries.items() for f in s["flagged_runs"]]
+    doc.add(Heading("Flagged runs", 3), Bullets(flagged or ["none: no run sits at the majority-class baseline"]))
+    doc.add(Heading("Run time and throughput"))
+    rows = []
+    for task, task_runs in runs.items():
+        for seed, run in task_runs.items():
+            t = run.get("training") or {}
+            rows.append([task, str(seed), str(t.get("train_examples", "—")), str(t.get("global_steps", "—")),
+                         f"{t.get('seconds', 0):.1f}", f"{t.get('sequences_per_second', 0):.1f}",
+                         "—" if t.get("final_loss") is None else f"{t['final_loss']:.4f}",
+                         f"{run['eval_seconds']:.1f}", f"{run['eval_sequences_per_second']:.1f}"])
+    doc.add(Table(["task", "seed", "train examples", "steps", "train s", "train seq/s", "final loss", "eval s",
+                   "eval seq/s"], rows))
+    total = sum(s["train_seconds"] + s["eval_seconds"] for s in summaries.values())
+    doc.add(Paragraph(f"Training and evaluation took {total:.1f} s in all (stage start-up, tokenization and the "
+                      "baselines not included)."))
+    doc.add(Heading("Training curves"))
+    for task, paths in figure_paths.items():
+        doc.add(Image(paths["curves"], f"{task} training curves"))
+    confusions = [(task, p["confusion"]) for task, p in figure_paths.items() if "confusion" in p]
+    if confusions:
+        doc.add(Heading("Confusion matrices"))
+        for task, path in confusions:
+            doc.add(Image(path, f"{task} confusion matrix"))
+    doc.add(Heading("Environment"))
+    doc.add(Bullets([f"{k}: `{v}`" for k, v in env.items()] +
+                    [f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
+    doc.add(Heading("Training settings"), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
+    return doc
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; returns the exit status."""
+    parser = stage_parser("report", __doc__)
+    parser.add_argument("--runs", required=True, help='pattern of a run\'s evaluate folder, with {task} and {seed}')
+    parser.add_argument("--baseline", required=True, help="pattern of a task's baseline folder, with {task}")
+    parser.add_argument("--history", required=True, help="pattern of a run's training history, with {task} and {seed}")
+    parser.add_argument("--markdown", required=True, type=Path)
+    parser.add_argument("--html", required=True, type=Path)
+    parser.add_argument("--figures", required=True, type=Path, help="folder for the PNGs")
+    parser.add_argument("--metrics", required=True, type=Path, help="the aggregated metrics JSON")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        matrix = load_matrix(args.params)
+        params: ReportParams = load_section("report", args.params)
+        runs, summaries, histories = {}, {}, {}
+        for task in matrix.tasks:
+            runs[task] = {seed: read_json(Path(args.runs.format(task=task, seed=seed)) / "metrics.json", "evaluate")
+                          for seed in matrix.seeds}
+            histories[task] = {seed: read_json(args.history.format(task=task, seed=seed), "finetune")
+                               for seed in matrix.seeds}
+            baseline = read_json(Path(args.baseline.format(task=task)) / "metrics.json", "baseline")
+            summaries[task] = summarize_task(task, runs[task], baseline, params.majority_tolerance)
+        rel = Path(args.figures.resolve()).relative_to(args.markdown.parent.resolve()) \
+            if args.figures.resolve().is_relative_to(args.markdown.parent.resolve()) else args.figures.resolve()
+        with atomic_outputs(args.markdown, args.html, args.figures, args.metrics) as (md, page, fig_dir, metrics):
+            fig_dir.mkdir()
+            figure_paths: dict[str, dict[str, str]] = {}
+            for task in matrix.tasks:
+                figure_paths[task] = {"curves": f"{rel}/{task}-training.png"}
+                figures.training_curves(fig_dir / f"{task}-training.png", task, histories[task])
+                with_confusion = [r for r in runs[task].values() if r.get("confusion")]
+                if with_confusion:
+                    k = len(with_confusion[0]["confusion"])
+                    total = [[sum(r["confusion"][i][j] for r in with_confusion) for j in range(k)] for i in range(k)]
+                    figures.confusion_matrix(fig_dir / f"{task}-confusion.png", task, total, with_confusion[0]["labels"],
+                                             f"summed over {len(with_confusion)} seeds")
+                    figure_paths[task]["confusion"] = f"{rel}/{task}-confusion.png"
+            doc = build_document(summaries, runs, matrix.seeds, figure_paths)
+            atomic_write_text(md, to_markdown(doc))
+            atomic_write_text(page, to_html(doc))
+            write_json(metrics, summaries)
+        for task, s in summaries.items():
+            logger.info("%s: %s %s (untrained %.2f, gain %+.2f)%s", task, s["primary"],
+                        _fmt(s["fine_tuned"][s["primary"]]), s["untrained"][s["primary"]], s["gain_over_untrained"],
+                        f", {len(s['flagged_runs'])} flagged" if s["flagged_runs"] else "")
+        logger.info("report: %s and %s", args.markdown, args.html)
+
+    return run_stage("report", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
