@@ -1,0 +1,7 @@
+"""``python -m bert``: the same as the ``bert`` command."""
+
+import sys
+
+from bert.cli import main
+
+sys.exit(main())
