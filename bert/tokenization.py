@@ -1,0 +1,595 @@
+"""WordPiece tokenization exactly as Google's BERT ``tokenization.py`` does it.
+
+The algorithm is the original one (google-research/bert, with pytorch-pretrained-bert's
+``never_split`` and HF's ``strip_accents`` / ``tokenize_chinese_chars`` options) running on Python's
+``unicodedata``; ``bert.fast_tokenization`` gives the same ids much faster for whole corpora.
+
+    text ──BasicTokenizer──► words ──WordpieceTokenizer──► pieces ──vocab──► ids
+    "UNwant\u00e9d,running" ► un want ed , running ► un ##want ##ed , runn ##ing
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+
+logger = logging.getLogger(__name__)
+
+VOCAB_NAME = "vocab.txt"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
+MAX_LEN = 512  # BERT's number of position embeddings
+
+
+def convert_to_unicode(text: str | bytes) -> str:
+    """Return `text` as str, decoding bytes as UTF-8 and dropping invalid bytes (as the original).
+
+    Args:
+        text: a str or UTF-8 bytes.
+    Returns:
+        The text as str.
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "ignore")
+    raise ValueError(f"Unsupported string type: {type(text).__name__} (expected str or bytes)")
+
+
+def load_vocab(vocab_file: str | os.PathLike) -> "collections.OrderedDict[str, int]":
+    """Read a one-token-per-line vocabulary file; the line number (from 0) is the id.
+
+    Args:
+        vocab_file: path of vocab.txt (UTF-8).
+    Returns:
+        OrderedDict token -> id.
+    Raises:
+        ValueError: the file is not UTF-8, a token appears twice, or [UNK] is missing.
+    """
+    vocab: collections.OrderedDict[str, int] = collections.OrderedDict()
+    try:
+        with open(vocab_file, "r", encoding="utf-8", newline="\n") as reader:
+            lines = reader.readlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{vocab_file}: not UTF-8 text ({e})") from e
+    for index, line in enumerate(lines):
+        token = line.strip()  # the original strips, so "\r\n" files load the same
+        if token in vocab:
+            raise ValueError(
+                f"{vocab_file}, line {index + 1}: duplicate token {token!r} "
+                f"(first at line {vocab[token] + 1}); every token must be unique"
+            )
+        vocab[token] = index
+    if "[UNK]" not in vocab:
+        raise ValueError(f"{vocab_file}: no [UNK] token in {len(vocab)} lines; a BERT vocab needs one")
+    return vocab
+
+
+def vocab_is_cased(vocab: Iterable[str]) -> bool | None:
+    """Guess from a vocab whether its model was trained on cased text.
+
+    Uncased vocabs (made from lower-cased text) hold no upper-case letters outside the
+    bracketed special tokens; cased ones hold thousands ("The", "New", ...).
+
+    Args:
+        vocab: the tokens.
+    Returns:
+        True (cased), False (uncased) or None when unclear (a few upper-case tokens).
+    """
+    cased = lettered = 0
+    for token in vocab:
+        if token.startswith("[") and token.endswith("]"):
+            continue
+        if any(c.isalpha() for c in token):
+            lettered += 1
+            cased += any(c.isupper() for c in token)
+    if cased == 0:
+        return False
+    if cased > 0.05 * lettered:
+        return True
+    return None
+
+
+def validate_case_matches_vocab(vocab: Iterable[str], do_lower_case: bool, vocab_file: str = "") -> None:
+    """Warn when the casing flag contradicts the vocab, as Google's validate_case_matches_checkpoint.
+
+    Args:
+        vocab: the tokens.
+        do_lower_case: the flag the tokenizer will use.
+        vocab_file: named in the warning.
+    """
+    cased = vocab_is_cased(vocab)
+    if cased is False and not do_lower_case:
+        logger.warning(
+            "%s looks like an uncased vocab (no token has an upper-case letter) but do_lower_case=False: "
+            "capitalised words will not match how the model was pre-trained; pass do_lower_case=True",
+            vocab_file,
+        )
+    elif cased is True and do_lower_case:
+        logger.warning(
+            "%s looks like a cased vocab but do_lower_case=True: the case the model was pre-trained "
+            "with is thrown away; pass do_lower_case=False",
+            vocab_file,
+        )
+
+
+def whitespace_tokenize(text: str) -> list[str]:
+    """Split on whitespace (Python's notion: also U+2028/U+2029), dropping empty strings."""
+    return text.split()
+
+
+# ----------------------------------------------------------------------------- character classes
+def _is_whitespace(char: str) -> bool:
+    """\\t, \\n, \\r and the Unicode space separators (Zs), NBSP included."""
+    if char == " " or char == "\t" or char == "\n" or char == "\r":
+        return True
+    return unicodedata.category(char) == "Zs"
+
+
+def _is_control(char: str) -> bool:
+    """Categories C* (control, format, surrogate, private use, unassigned), except \\t \\n \\r."""
+    if char == "\t" or char == "\n" or char == "\r":
+        return False
+    return unicodedata.category(char).startswith("C")
+
+
+def _is_punctuation(char: str) -> bool:
+    """Unicode P* categories plus every non-alphanumeric printable ASCII symbol ($, ^, `, ...)."""
+    cp = ord(char)
+    if (33 <= cp <= 47) or (58 <= cp <= 64) or (91 <= cp <= 96) or (123 <= cp <= 126):
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _is_chinese_char(cp: int) -> bool:
+    """Whether `cp` is in a CJK Unified Ideographs block (each such character becomes a word).
+
+    Not Hangul, not kana: those languages put spaces between words.
+    """
+    if cp < 0x3400:  # fast exit for Latin text
+        return False
+    return (
+        (0x4E00 <= cp <= 0x9FFF)
+        or (0x3400 <= cp <= 0x4DBF)
+        or (0x20000 <= cp <= 0x2A6DF)
+        or (0x2A700 <= cp <= 0x2B73F)
+        or (0x2B740 <= cp <= 0x2B81F)
+        or (0x2B820 <= cp <= 0x2CEAF)
+        or (0xF900 <= cp <= 0xFAFF)
+        or (0x2F800 <= cp <= 0x2FA1F)
+    )
+
+
+# ----------------------------------------------------------------------------- the two stages
+class BasicTokenizer:
+    """Cleaning, CJK splitting, lower-casing, accent stripping and punctuation splitting."""
+
+    def __init__(
+        self,
+        do_lower_case: bool = True,
+        never_split: Iterable[str] = NEVER_SPLIT,
+        tokenize_chinese_chars: bool = True,
+        strip_accents: bool | None = None,
+    ):
+        """Args:
+        do_lower_case: lower-case every word (except never_split ones).
+        never_split: whitespace-delimited words kept whole and in their case.
+        tokenize_chinese_chars: put each CJK ideograph in a word of its own.
+        strip_accents: NFD and drop combining marks (Mn); None means "as do_lower_case".
+        """
+        self.do_lower_case = do_lower_case
+        self.never_split = frozenset(never_split or ())
+        self.tokenize_chinese_chars = tokenize_chinese_chars
+        self.strip_accents = strip_accents
+        self._strip = do_lower_case if strip_accents is None else bool(strip_accents)
+
+    def tokenize(self, text: str | bytes) -> list[str]:
+        """Split `text` into words and punctuation marks.
+
+        Args:
+            text: str (or UTF-8 bytes).
+        Returns:
+            The words, e.g. "Hello, World!" -> ["hello", ",", "world", "!"].
+        """
+        text = self._clean_text(convert_to_unicode(text))
+        # Added by Google on 2018-11-01 for the multilingual and Chinese models; harmless for English.
+        if self.tokenize_chinese_chars:
+            text = self._tokenize_chinese_chars(text)
+        split_tokens = []
+        for token in whitespace_tokenize(text):
+            split_tokens.extend(self.split_word(token))
+        return whitespace_tokenize(" ".join(split_tokens))
+
+    def split_word(self, token: str) -> list[str]:
+        """Case-fold and punctuation-split one whitespace-delimited word of cleaned text.
+
+        Args:
+            token: a word without whitespace, already cleaned.
+        Returns:
+            Its pieces (a never_split word stays whole).
+        """
+        if token in self.never_split:
+            return [token]
+        if self.do_lower_case:
+            token = token.lower()
+        if self._strip:
+            token = self._run_strip_accents(token)
+        return self._run_split_on_punc(token)
+
+    @staticmethod
+    def _run_strip_accents(text: str) -> str:
+        """Strip accents: NFD, then drop the nonspacing marks (Mn): "café" -> "cafe"."""
+        text = unicodedata.normalize("NFD", text)
+        return "".join(char for char in text if unicodedata.category(char) != "Mn")
+
+    @staticmethod
+    def _run_split_on_punc(text: str) -> list[str]:
+        """Make every punctuation character a word of its own: "don't" -> ["don", "'", "t"]."""
+        output: list[list[str]] = []
+        start_new_word = True
+        for char in text:
+            if _is_punctuation(char):
+                output.append([char])
+                start_new_word = True
+            else:
+                if start_new_word:
+                    output.append([])
+                start_new_word = False
+                output[-1].append(char)
+        return ["".join(x) for x in output]
+
+    @staticmethod
+    def _tokenize_chinese_chars(text: str) -> str:
+        """Put spaces around every CJK ideograph."""
+        output = []
+        for char in text:
+            if _is_chinese_char(ord(char)):
+                output.extend((" ", char, " "))
+            else:
+                output.append(char)
+        return "".join(output)
+
+    @staticmethod
+    def _clean_text(text: str) -> str:
+        """Drop NUL, U+FFFD and control characters; turn every whitespace character into " "."""
+        output = []
+        for char in text:
+            cp = ord(char)
+            if cp == 0 or cp == 0xFFFD or _is_control(char):
+                continue
+            output.append(" " if _is_whitespace(char) else char)
+        return "".join(output)
+
+
+class WordpieceTokenizer:
+    """Greedy longest-match-first split of words into vocabulary pieces."""
+
+    def __init__(self, vocab: dict[str, int], unk_token: str = "[UNK]", max_input_chars_per_word: int = 100):
+        """Args:
+        vocab: token -> id (only membership is used).
+        unk_token: what a word becomes when it cannot be split or is too long.
+        max_input_chars_per_word: longer words become unk_token whole.
+        """
+        self.vocab = vocab
+        self.unk_token = unk_token
+        self.max_input_chars_per_word = max_input_chars_per_word
+
+    def tokenize(self, text: str) -> list[str]:
+        """Split whitespace-separated words into pieces.
+
+        Args:
+            text: words from BasicTokenizer, e.g. "unaffable".
+        Returns:
+            Pieces, e.g. ["un", "##aff", "##able"]; [unk] for a word with an unmatched rest.
+        """
+        output_tokens = []
+        for token in whitespace_tokenize(convert_to_unicode(text)):
+            if len(token) > self.max_input_chars_per_word:
+                output_tokens.append(self.unk_token)
+                continue
+            sub_tokens = []
+            start = 0
+            while start < len(token):
+                end = len(token)
+                cur_substr = None
+                while start < end:
+                    substr = token[start:end]
+                    if start > 0:
+                        substr = "##" + substr
+                    if substr in self.vocab:
+                        cur_substr = substr
+                        break
+                    end -= 1
+                if cur_substr is None:  # one unmatched rest makes the whole word unknown
+                    sub_tokens = [self.unk_token]
+                    break
+                sub_tokens.append(cur_substr)
+                start = end
+            output_tokens.extend(sub_tokens)
+        return output_tokens
+
+
+@dataclasses.dataclass
+class Encoding:
+    """One model input: [CLS] A [SEP] (B [SEP]) as ids, segment ids and attention mask."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+    attention_mask: list[int]
+
+
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> None:
+    """Truncate in place, one token at a time from the longer list (B on ties), as Google does.
+
+    Args:
+        tokens_a: first sequence.
+        tokens_b: second sequence.
+        max_length: the most tokens both may have together.
+    """
+    while len(tokens_a) + len(tokens_b) > max_length:
+        if len(tokens_a) > len(tokens_b):
+            tokens_a.pop()
+        else:
+            tokens_b.pop()
+
+
+# Contractions and punctuation glued back on decoding (the `tokenizers` WordPiece decoder's cleanup).
+_DECODE_CLEANUP = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+    (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)  # fmt: skip
+
+
+class BertTokenizer:
+    """End-to-end tokenization: BasicTokenizer, then WordpieceTokenizer, then ids."""
+
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike,
+        do_lower_case: bool = True,
+        max_len: int | None = None,
+        never_split: Iterable[str] = NEVER_SPLIT,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+    ):
+        """Args:
+        vocab_file: vocab.txt, one token per line.
+        do_lower_case: True for uncased models; a mismatch with the vocab's casing logs a warning.
+        max_len: sequences longer than this log a warning (default 512, BERT's positions).
+        never_split: whitespace-delimited words kept whole (special tokens).
+        strip_accents: None follows do_lower_case.
+        tokenize_chinese_chars: split CJK ideographs into single-character words.
+        """
+        if not os.path.isfile(vocab_file):
+            raise ValueError(f"{vocab_file}: no such vocabulary file (expected a vocab.txt path)")
+        self.vocab_file = str(vocab_file)
+        self.vocab = load_vocab(vocab_file)
+        self.ids_to_tokens = collections.OrderedDict((i, tok) for tok, i in self.vocab.items())
+        self.basic_tokenizer = BasicTokenizer(
+            do_lower_case=do_lower_case,
+            never_split=never_split,
+            tokenize_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
+        )
+        self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab, unk_token="[UNK]")
+        self.max_len = MAX_LEN if max_len is None else int(max_len)
+        validate_case_matches_vocab(self.vocab, do_lower_case, self.vocab_file)
+
+    @property
+    def do_lower_case(self) -> bool:
+        """Whether text is lower-cased before WordPiece."""
+        return self.basic_tokenizer.do_lower_case
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens in the vocab."""
+        return len(self.vocab)
+
+    def tokenize(self, text: str | bytes) -> list[str]:
+        """Split text into WordPiece tokens.
+
+        Args:
+            text: str (or UTF-8 bytes).
+        Returns:
+            Tokens, e.g. "UNwant\u00e9d,running" -> ["un", "##want", "##ed", ",", "runn", "##ing"].
+        """
+        split_tokens = []
+        for token in self.basic_tokenizer.tokenize(text):
+            split_tokens.extend(self.wordpiece_tokenizer.tokenize(token))
+        return split_tokens
+
+    def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        """Map tokens to ids; a token outside the vocab maps to [UNK]'s id.
+
+        Args:
+            tokens: WordPiece tokens.
+        Returns:
+            Their ids (a warning is logged beyond max_len).
+        """
+        ids = self._lookup(tokens)
+        if len(ids) > self.max_len:
+            logger.warning(
+                "Token indices sequence length is longer than the specified maximum sequence length "
+                "for this BERT model (%d > %d). Running this sequence through BERT will result in "
+                "indexing errors",
+                len(ids),
+                self.max_len,
+            )
+        return ids
+
+    def _lookup(self, tokens: Iterable[str]) -> list[int]:
+        unk = self.vocab["[UNK]"]
+        return [self.vocab.get(token, unk) for token in tokens]
+
+    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Map ids back to tokens.
+
+        Args:
+            ids: ids in [0, vocab_size).
+        Returns:
+            The tokens.
+        Raises:
+            ValueError: an id outside the vocab.
+        """
+        tokens = []
+        for i in ids:
+            token = self.ids_to_tokens.get(int(i))
+            if token is None:
+                raise ValueError(f"id {i} is not in the vocab {self.vocab_file} (size {len(self.vocab)})")
+            tokens.append(token)
+        return tokens
+
+    def encode(
+        self,
+        text_a: str,
+        text_b: str | None = None,
+        max_length: int | None = None,
+        truncation: bool = True,
+    ) -> Encoding:
+        """Build one model input (unpadded).
+
+        # tokens:         [CLS] is this jack ##son ##ville ? [SEP] no it is not . [SEP]
+        # token_type_ids:   0   0  0    0    0     0       0   0   1  1  1  1   1   1
+
+        Args:
+            text_a: first text.
+            text_b: optional second text (a pair even when empty).
+            max_length: total length with special tokens; default max_len.
+            truncation: cut the longer text first (Google's _truncate_seq_pair) to fit max_length.
+        Returns:
+            Encoding with input_ids, token_type_ids and attention_mask (all ones).
+        Raises:
+            ValueError: max_length too small to hold the special tokens.
+        """
+        ids_a = self._lookup(self.tokenize(text_a))  # no length warning before truncation
+        ids_b = None if text_b is None else self._lookup(self.tokenize(text_b))
+        return self.build_encoding(ids_a, ids_b, max_length, truncation)
+
+    def build_encoding(
+        self, ids_a: list[int], ids_b: list[int] | None = None, max_length: int | None = None, truncation: bool = True
+    ) -> Encoding:
+        """Frame already converted ids (e.g. from FastWordpiece) as encode() does; arguments as encode()."""
+        max_length = self.max_len if max_length is None else max_length
+        n_special = 2 if ids_b is None else 3
+        ids_a, ids_b = list(ids_a), None if ids_b is None else list(ids_b)
+        if truncation:
+            if max_length < n_special:
+                raise ValueError(f"max_length={max_length} cannot hold the {n_special} special tokens")
+            truncate_seq_pair(ids_a, [] if ids_b is None else ids_b, max_length - n_special)
+        cls, sep = self.vocab["[CLS]"], self.vocab["[SEP]"]
+        input_ids = [cls, *ids_a, sep] + ([] if ids_b is None else [*ids_b, sep])
+        token_type_ids = [0] * (len(ids_a) + 2) + [1] * (len(input_ids) - len(ids_a) - 2)
+        if len(input_ids) > self.max_len:
+            logger.warning("sequence of %d tokens is longer than max_len=%d", len(input_ids), self.max_len)
+        return Encoding(input_ids, token_type_ids, [1] * len(input_ids))
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """Turn ids back into text: glue ## pieces, re-attach punctuation and contractions.
+
+        Args:
+            ids: token ids.
+            skip_special_tokens: drop never_split tokens ([CLS], [SEP], [PAD], [UNK], [MASK]).
+        Returns:
+            The text ("[CLS] un ##want ##ed , running [SEP]" -> "unwanted, running").
+        """
+        tokens = self.convert_ids_to_tokens(ids)
+        if skip_special_tokens:
+            tokens = [t for t in tokens if t not in self.basic_tokenizer.never_split]
+        out = []
+        for i, token in enumerate(tokens):
+            if i > 0:
+                token = token[2:] if token.startswith("##") else " " + token
+            for dirty, clean in _DECODE_CLEANUP:
+                token = token.replace(dirty, clean)
+            out.append(token)
+        return "".join(out)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write vocab.txt and tokenizer_config.json (do_lower_case, ...) atomically.
+
+        Args:
+            directory: created if missing.
+        Returns:
+            The vocab.txt path.
+        """
+        from bert.fileio import atomic_write_text
+
+        directory = Path(directory)
+        ordered = sorted(self.vocab.items(), key=lambda kv: kv[1])
+        if [i for _, i in ordered] != list(range(len(ordered))):
+            raise ValueError(f"vocab of {self.vocab_file} has non-consecutive ids; refusing to save")
+        atomic_write_text(directory / VOCAB_NAME, "".join(tok + "\n" for tok, _ in ordered))
+        config = {
+            "do_lower_case": self.do_lower_case,
+            "strip_accents": self.basic_tokenizer.strip_accents,
+            "tokenize_chinese_chars": self.basic_tokenizer.tokenize_chinese_chars,
+            "model_max_length": self.max_len,
+        }
+        atomic_write_text(directory / TOKENIZER_CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+        return directory / VOCAB_NAME
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        do_lower_case: bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> "BertTokenizer":
+        """Load from a folder holding vocab.txt, a vocab file, or a model name known to bert.hub.
+
+        do_lower_case, when not given, comes from the folder's tokenizer_config.json, else from the
+        vocab's casing (an uncased vocab lower-cases).
+
+        Args:
+            name_or_path: folder, vocab.txt path, or name (e.g. "bert-base-uncased").
+            do_lower_case: override.
+            cache_dir: where bert.hub caches downloads.
+            **kwargs: passed to BertTokenizer (max_len, never_split, ...).
+        Returns:
+            The tokenizer.
+        """
+        path = Path(name_or_path)
+        if path.is_file():
+            vocab_file, folder = path, path.parent
+        else:
+            if not path.is_dir():
+                from bert.hub import resolve_model_dir  # lazy: downloads are not a tokenizer concern
+
+                path = Path(resolve_model_dir(str(name_or_path), cache_dir))
+            vocab_file, folder = path / VOCAB_NAME, path
+            if not vocab_file.is_file():
+                raise ValueError(f"{path}: no {VOCAB_NAME} in this folder")
+        config = _read_tokenizer_config(folder / TOKENIZER_CONFIG_NAME)
+        if do_lower_case is None:
+            do_lower_case = config.get("do_lower_case")
+        if do_lower_case is None:
+            do_lower_case = vocab_is_cased(load_vocab(vocab_file)) is not True
+        for key in ("strip_accents", "tokenize_chinese_chars"):
+            if config.get(key) is not None:
+                kwargs.setdefault(key, config[key])
+        if isinstance(config.get("model_max_length"), int) and config["model_max_length"] < 10**6:
+            kwargs.setdefault("max_len", config["model_max_length"])
+        return cls(vocab_file, do_lower_case=bool(do_lower_case), **kwargs)
+
+
+def _read_tokenizer_config(path: Path) -> dict:
+    """The settings in a tokenizer_config.json, or {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
+        if key in config and config[key] is not None and not isinstance(config[key], bool):
+            raise ValueError(f"{path}: key {key!r} must be true or false, got {config[key]!r}")
+    return config
