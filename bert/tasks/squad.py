@@ -90,10 +90,11 @@ def read_squad_examples(
 ) -> list[SquadExample]:
     """Read a SQuAD JSON file into SquadExamples.
 
-    Every answer must lie inside its context (a DataFormatError names the question id otherwise).
-    Positions come from the first answer. In training, as the original, a question whose answer text
-    cannot be found in the words its offset points at is skipped, counted and logged (the original
-    required exactly one answer per training question; the official train files have one).
+    Every answer must be non-empty and lie inside its context (a DataFormatError names the question
+    id otherwise); answers whose text is not at their answer_start are counted and logged. Positions
+    come from the first answer. In training, as the original, a question whose answer text cannot be
+    found in the words its offset points at is skipped, counted and logged (the original required
+    exactly one answer per training question; the official train files have one).
 
     Args:
         path: SQuAD JSON (train-v1.1.json, dev-v2.0.json, ...).
@@ -105,6 +106,7 @@ def read_squad_examples(
     data = load_squad_json(path)
     examples: list[SquadExample] = []
     skipped: list[str] = []
+    misplaced: list[str] = []  # questions with an answer text not found at its answer_start
     for a, article in enumerate(data):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, path, f"article {a}")):
             where = f"article {a} paragraph {p}"
@@ -122,18 +124,20 @@ def read_squad_examples(
                 for answer in answers:
                     text = _get(answer, "text", str, path, where_q)
                     start = _get(answer, "answer_start", int, path, where_q)
-                    if start < 0 or start + len(text) > len(context) or not text:
+                    if not text or start < 0 or start + len(text) > len(context):
                         raise DataFormatError(
                             f"{path}: {where_q}: answer {text!r} at answer_start {start} does not fit in "
                             f"its context of {len(context)} characters"
                         )
                     texts.append(text)
+                    if context[start : start + len(text)] != text:
+                        misplaced.append(qas_id)
                 example = SquadExample(qas_id, question, doc_tokens, is_impossible=is_impossible, answers=tuple(texts))
                 if is_impossible:
                     example = replace(example, orig_answer_text="", start_position=-1, end_position=-1)
                 elif answers:
                     text, start = answers[0]["text"], answers[0]["answer_start"]
-                    start_word = char_to_word[start]
+                    start_word = max(char_to_word[start], 0)  # (an answer on leading whitespace)
                     end_word = char_to_word[start + len(text) - 1]
                     actual = " ".join(doc_tokens[start_word : end_word + 1])
                     if is_training and actual.find(" ".join(text.split())) == -1:
@@ -145,14 +149,19 @@ def read_squad_examples(
                     hint = "" if version_2_with_negative else " (for SQuAD 2.0 set version_2_with_negative)"
                     raise DataFormatError(f"{path}: {where_q}: a training question needs an answer{hint}")
                 examples.append(example)
+    if misplaced:
+        logger.warning("%s: %d answers are not at their answer_start: %s", path, len(misplaced), _some(misplaced))
     if skipped:
-        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         logger.warning(
-            "%s: skipped %d of %d training questions whose answer text is not at its answer_start: %s",
-            path, len(skipped), len(skipped) + len(examples), shown,
+            "%s: skipped %d of %d training questions whose answer cannot be found in the words at its "
+            "answer_start: %s", path, len(skipped), len(skipped) + len(examples), _some(skipped),
         )
     logger.info("read %d questions from %s", len(examples), path)
     return examples
+
+
+def _some(ids: list[str], n: int = 10) -> str:
+    return ", ".join(ids[:n]) + (" ..." if len(ids) > n else "")
 
 
 def improve_answer_span(
