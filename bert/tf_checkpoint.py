@@ -176,13 +176,14 @@ def checkpoint_prefix(path: str | os.PathLike) -> Path:
     return path
 
 
-def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every variable of a TF checkpoint as a numpy array, by its TF name.
+def read_tf_checkpoint(prefix: str | os.PathLike, include_optimizer: bool = False) -> dict[str, np.ndarray]:
+    """The variables of a TF checkpoint as numpy arrays, by their TF names.
 
     Args:
         prefix: the checkpoint (see checkpoint_prefix for accepted forms).
+        include_optimizer: also read Adam slots and counters (twice the model's size, never converted).
     Returns:
-        {name: array}, optimizer slots included.
+        {name: array}.
     Raises:
         MissingTensorFlowError, ValueError: no TensorFlow, or an unreadable checkpoint.
     """
@@ -190,7 +191,9 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     tf = import_tensorflow()
     try:
         reader = tf.train.load_checkpoint(str(prefix))
-        return {name: np.asarray(reader.get_tensor(name)) for name in sorted(reader.get_variable_to_shape_map())}
+        names = sorted(reader.get_variable_to_shape_map())
+        return {name: np.asarray(reader.get_tensor(name)) for name in names
+                if include_optimizer or not is_optimizer_variable(name)}
     except (tf.errors.OpError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{prefix}: not a readable TF checkpoint ({reason[:200]})") from None
@@ -395,8 +398,7 @@ def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | o
             head_kwargs = {**detected, **head_kwargs}
         model = HEADS[head](config, **head_kwargs)
         skipped = load_tf_variables(model, variables, str(tf_checkpoint), allow_unused_heads)
-        logger.info("%s: %d variables -> %s (%d skipped: optimizer slots, counters)",
-                    tf_checkpoint, len(variables), type(model).__name__, len(skipped))
+        logger.info("%s: %d variables -> %s", tf_checkpoint, len(variables) - len(skipped), type(model).__name__)
         model.save_pretrained(out_dir)
         if vocab is not None:
             with atomic_path(out_dir / VOCAB_NAME) as tmp:
