@@ -53,7 +53,8 @@ def test_undecodable_empty_and_misshapen_tsv_files(tmp_path):
     latin = _write(tmp_path, "latin.tsv", rows, "latin-1")
     assert re.fullmatch(rf"{re.escape(str(latin))}:3: not UTF-8 text \(.*\)", _error(glue.MRPC.read, latin, "dev"))
     empty = _write(tmp_path, "empty.tsv", "")
-    assert _error(glue.MRPC.read, empty, "dev") == f"{empty}: empty file, expected a header line"
+    assert _error(glue.MRPC.read, empty, "dev") == f"{empty}: empty file, expected GLUE rows"
+    assert _error(glue.COLA.read, empty, "train") == f"{empty}: empty file, expected GLUE rows"
     # an SST-2 file given to MRPC: two columns where MRPC needs five
     sst = _write(tmp_path, "sst.tsv", "sentence\tlabel\ngood .\t1\n")
     assert _error(glue.MRPC.read, sst, "dev") == f"{sst}:1: rows have 2 fields, but this task's layout needs at least 5"

@@ -36,8 +36,7 @@ class Columns:
     text_b: Optional[int] = None
     label: Optional[int] = None
     index: Optional[int] = None  # the id column a GLUE submission echoes back
-    header: bool = True
-    num_fields: Optional[int] = None  # for files without a header: the exact field count
+    num_fields: Optional[int] = None  # files without a header line: their exact field count
 
 
 @dataclass(frozen=True)
@@ -122,6 +121,8 @@ class GlueProcessor:
 def _read_tsv(path: str | os.PathLike, cols: Columns):
     """Yield (line number, data-row number, fields) for each data row of a GLUE TSV file."""
     text = read_utf8(path)
+    if not text.strip():
+        raise DataFormatError(f"{path}: empty file, expected GLUE rows")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     expected = cols.num_fields
     if expected is not None:
@@ -136,7 +137,7 @@ def _read_tsv(path: str | os.PathLike, cols: Columns):
                 _check_layout(path, cols, expected)
                 continue
             if len(row) != expected:
-                source = "as in the header" if cols.header else "for this task"
+                source = "as in the header" if cols.num_fields is None else "for this task"
                 raise DataFormatError(
                     f"{path}:{reader.line_num}: expected {expected} tab-separated fields ({source}), "
                     f"found {len(row)}"
@@ -145,8 +146,6 @@ def _read_tsv(path: str | os.PathLike, cols: Columns):
             row_no += 1
     except csv.Error as e:
         raise DataFormatError(f"{path}:{reader.line_num}: {e}") from None
-    if expected is None:
-        raise DataFormatError(f"{path}: empty file, expected a header line")
 
 
 def _check_layout(path, cols: Columns, num_fields: int) -> None:
@@ -270,7 +269,7 @@ _MNLI_TEST = Columns(text_a=8, text_b=9, index=0)
 COLA = GlueProcessor(
     "cola", _BINARY, _STD,
     # source, label, original label (blank), sentence: no header line
-    labeled=Columns(text_a=3, label=1, header=False, num_fields=4),
+    labeled=Columns(text_a=3, label=1, num_fields=4),
     unlabeled=Columns(text_a=1, index=0),
     submission_name="CoLA.tsv",
 )
