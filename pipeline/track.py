@@ -1,0 +1,293 @@
+"""Run one pipeline stage as a nested MLflow run: the wrapper dvc.yaml's commands go through.
+
+    python -m pipeline.track -- torchrun --nproc_per_node 1 -m stages.finetune --task demo-pair ...
+    python -m pipeline.track --stage finetune@demo-pair-1 -- python -m stages.finetune ...   # by hand
+
+The stage runs as a child process and never imports this package (imports point pipeline -> stages).
+The stage's name is DVC's (``$DVC_STAGE``, set by DVC for every command); its deps, outs, metrics,
+plots and params come from dvc.yaml through DVC. While the stage runs, the wrapper tails the training
+history the stage streams to ``$BERT_HISTORY_STREAM`` (JSON lines, rank 0 only) and logs each point as
+MLflow metrics at its step. When the stage ends the wrapper logs, in its nested run:
+
+- params: the params.yaml keys the stage declares in dvc.yaml;
+- metrics: every history point not yet logged (from the stage's history file: a plots/outs JSON list
+  of {"step", "loss", ...}), and the numbers of the stage's metrics files (a stage that is not a
+  foreach/matrix item, the report, also gives them to the parent run);
+- artifacts: metrics and plots files, and the outs of stages that produce metrics or plots (the
+  fine-tuned model, predictions, the report); data-preparing stages are recorded by their hashes only,
+  their data lives in DVC's cache;
+- tags: git commit, DVC's hashes of the stage's deps and outs (as dvc.lock records them), host,
+  device, world size and precision (from the stage's summary JSON and params).
+
+The exit status is the stage's. ``BERT_TRACKING=off`` runs the stage untracked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.dvcgraph import StageSpec, find_stage, stage_hashes
+from pipeline.tracking import KIND_TAG, Tracker, git_facts, numeric_leaves, pipeline_parent, project_root, read_params
+
+HISTORY_ENV = "BERT_HISTORY_STREAM"
+OFF_ENV = "BERT_TRACKING"
+POLL_SECONDS = 2.0
+SUMMARY_MAX_BYTES = 1 << 20  # JSON files read for device / world size facts
+
+logger = logging.getLogger("pipeline.track")
+
+
+class HistoryTail:
+    """Reads the JSON lines appended to a file since the last read (a partial last line waits)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.buffer = path, 0, b""
+
+    def read(self) -> list[dict]:
+        """The complete new records (lines that are not JSON objects are skipped)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:
+            return []
+        self.offset += len(chunk)
+        *lines, self.buffer = (self.buffer + chunk).split(b"\n")
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+
+def read_history_file(path: Path) -> Optional[list[dict]]:
+    """A training history: a JSON list of {"step": int, ...} (or JSON lines of them); None if it is not one."""
+    if not path.is_file() or path.suffix not in (".json", ".jsonl"):
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        records = json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return None
+    if isinstance(records, list) and records and all(isinstance(r, dict) and "step" in r for r in records):
+        return records
+    return None
+
+
+def history_points(records: list[dict], logged: set[int]) -> list[tuple[str, float, int]]:
+    """(key, value, step) for the numbers of each record whose step is not in `logged` (updated)."""
+    points = []
+    for record in records:
+        step = record.get("step")
+        if not isinstance(step, int) or step in logged:
+            continue
+        logged.add(step)
+        points.extend((key, float(value), step) for key, value in record.items()
+                      if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool))
+    return points
+
+
+def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, str]:
+    """Device, world size and precision of a stage: its summary JSON if it wrote one, else its params."""
+    facts: dict[str, str] = {}
+    for key, value in params.items():
+        if key.endswith(".precision"):
+            facts["precision"] = str(value)
+        elif key.endswith(".nproc"):
+            facts["world_size"] = str(value)
+    candidates: list[Path] = []
+    for rel in spec.outs:
+        path = root / rel
+        candidates.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
+    for path in candidates:
+        if path.suffix != ".json" or not path.is_file() or path.stat().st_size > SUMMARY_MAX_BYTES:
+            continue
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and "world_size" in summary:
+            facts["world_size"] = str(summary["world_size"])
+            device = (summary.get("environment") or {}).get("device")
+            if device:
+                facts["device"] = str(device)
+            break
+    return facts
+
+
+def stage_params(root: Path, spec: StageSpec) -> dict[str, Any]:
+    """The params.yaml values the stage declares (a section name brings the whole section)."""
+    values = read_params(root)
+    chosen = {}
+    for key in spec.params:
+        chosen.update({k: v for k, v in values.items() if k == key or k.startswith(key + ".")})
+    return chosen
+
+
+class StageRun:
+    """The nested MLflow run of one stage execution, fed while the stage runs and closed after it."""
+
+    def __init__(self, root: Path, name: str, under_dvc: bool):
+        self.root, self.name = root, name
+        self.tracker = Tracker(root, label=f"mlflow {name}")
+        self.parent: Optional[str] = None
+        self.owns_parent = False
+        self.run_id: Optional[str] = None
+        self.logged_steps: set[int] = set()
+        self.spec: Optional[StageSpec] = None
+        self.params: dict[str, Any] = {}
+        self.under_dvc = under_dvc
+
+    def start(self) -> None:
+        """Connect, find (or make) the pipeline run, and open this stage's run with params and tags."""
+        try:
+            self.spec = find_stage(self.root, self.name)
+            if self.spec is None and ":" in self.name:  # DVC_STAGE names the file when dvc ran elsewhere
+                self.spec = find_stage(self.root, self.name.rpartition(":")[2])
+        except Exception as err:  # a broken dvc.yaml is DVC's to report; tracking goes on without the spec
+            print(f"[{self.tracker.label}] could not read the stage from dvc.yaml: {err}", file=sys.stderr)
+        if self.spec is None and self.under_dvc:
+            print(f"[{self.tracker.label}] dvc.yaml has no stage {self.name!r}; only its history is logged",
+                  file=sys.stderr)
+        if not self.tracker.connect():
+            return
+        self.parent, self.owns_parent = pipeline_parent(self.tracker, self.under_dvc)
+        if self.owns_parent:
+            self.tracker.set_status(self.parent, "RUNNING")
+        tags = {KIND_TAG: "stage", "dvc.stage": self.name, "host": platform.node(), **git_facts(self.root)}
+        self.run_id = self.tracker.create_run(self.name, tags, parent=self.parent)
+        if self.spec is not None:
+            self.params = stage_params(self.root, self.spec)
+            self.tracker.log_params(self.run_id, self.params)
+        if self.run_id:
+            print(f"[{self.tracker.label}] run {self.run_id} in pipeline run {self.parent} at {self.tracker.uri}",
+                  file=sys.stderr, flush=True)
+
+    def log_history(self, records: list[dict]) -> None:
+        """Log the points of steps not logged yet."""
+        points = history_points(records, self.logged_steps)
+        if points:
+            self.tracker.log_points(self.run_id, points)
+
+    def finish(self, returncode: int, killed: bool = False) -> None:
+        """Log what the stage produced (if it succeeded), its hashes and tags, and end the runs."""
+        spec, tracker = self.spec, self.tracker
+        ok = returncode == 0 and not killed
+        if spec is not None and ok:
+            for rel in spec.plots + spec.outs:
+                records = read_history_file(self.root / rel)
+                if records:
+                    self.log_history(records)
+            metrics = {}
+            for rel in spec.metrics:
+                try:
+                    metrics.update(numeric_leaves(json.loads((self.root / rel).read_text(encoding="utf-8"))))
+                except (OSError, ValueError) as err:
+                    print(f"[{tracker.label}] metrics file {rel} unreadable: {err}", file=sys.stderr)
+            if metrics:
+                tracker.log_metrics(self.run_id, metrics)
+                if "@" not in spec.name and self.parent:
+                    tracker.log_metrics(self.parent, metrics)
+            files = list(spec.metrics + spec.plots)
+            if spec.metrics or spec.plots:
+                files += list(spec.outs)
+            if os.environ.get("BERT_MLFLOW_ARTIFACTS", "on").lower() not in ("0", "off", "false"):
+                for rel in files:
+                    parent = str(Path(rel).parent.as_posix())
+                    tracker.log_artifact(self.run_id, self.root / rel, None if parent == "." else parent)
+            facts = run_facts(self.root, spec, self.params)
+            if facts:
+                tracker.set_tags(self.run_id, facts)
+                if self.parent:
+                    tracker.set_tags(self.parent, facts)
+            try:
+                hashes = {f"dvc.{k}": v for k, v in stage_hashes(self.root, spec.name).items()}
+            except Exception as err:  # hashes are a record, not a reason to fail a stage that succeeded
+                print(f"[{tracker.label}] could not hash the stage's deps and outs: {err}", file=sys.stderr)
+                hashes = {}
+            tracker.set_tags(self.run_id, hashes)
+        status = "FINISHED" if ok else "KILLED" if killed or returncode < 0 else "FAILED"
+        tracker.set_tags(self.run_id, {"exit_code": returncode})
+        tracker.set_status(self.run_id, status)
+        if self.owns_parent:
+            tracker.set_status(self.parent, "FINISHED" if ok else "FAILED")
+        line = tracker.summary()
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
+    """Run `cmd` tracked as stage `stage`; returns its exit status (negative: killed by that signal)."""
+    scratch = Path(tempfile.mkdtemp(prefix="bert-track-"))
+    stream = scratch / "history.jsonl"
+    env = {**os.environ, HISTORY_ENV: str(stream)}
+    child = subprocess.Popen(cmd, env=env)  # first, so MLflow's start-up overlaps the stage's
+
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    tracked = StageRun(root, stage, under_dvc)
+    try:
+        tracked.start()
+        tail = HistoryTail(stream)
+        while child.poll() is None:
+            tracked.log_history(tail.read())
+            time.sleep(POLL_SECONDS)
+        tracked.log_history(tail.read())
+    except Exception as err:  # a tracking bug must not orphan or fail the stage
+        print(f"[mlflow {stage}] tracking stopped: {type(err).__name__}: {err}", file=sys.stderr)
+    returncode = child.wait()
+    try:
+        tracked.finish(returncode, killed=bool(received) or returncode < 0)
+    except Exception as err:
+        print(f"[mlflow {stage}] tracking could not finish: {type(err).__name__}: {err}", file=sys.stderr)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return returncode
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; returns the stage's exit status (128 + N when a signal N killed it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        print("usage: python -m pipeline.track [--stage NAME] -- COMMAND ...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.track", description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", help="the stage's name in dvc.yaml (default: $DVC_STAGE, set by DVC)")
+    args = parser.parse_args(argv[:split])
+    cmd = argv[split + 1:]
+    if not cmd:
+        parser.error("no command after --")
+    stage = args.stage or os.environ.get("DVC_STAGE")
+    if os.environ.get(OFF_ENV, "").lower() in ("0", "off", "false") or not stage:
+        if not stage:
+            print("[mlflow] no stage name (--stage or $DVC_STAGE): running untracked", file=sys.stderr)
+        return subprocess.call(cmd)
+    returncode = run(cmd, stage, project_root(), under_dvc="DVC_STAGE" in os.environ)
+    return 128 - returncode if returncode < 0 else returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

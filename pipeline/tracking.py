@@ -1,0 +1,338 @@
+"""MLflow glue: where runs go, the one pipeline run per execution, and logging that never stops a stage.
+
+    tracking URI   $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db (artifacts in <repo>/mlartifacts/)
+    experiment     $MLFLOW_EXPERIMENT_NAME, else "bert-pipeline"
+
+One pipeline execution is one parent run; every stage that runs is a nested run under it
+(tag ``mlflow.parentRunId``). The parent's id reaches the stages in one of two ways:
+
+- ``MLFLOW_PARENT_RUN_ID`` in the environment: whoever starts the pipeline made the run (the Prefect
+  flow does) and owns its status; the stages only nest under it.
+- otherwise a run-id file, ``.dvc/tmp/mlflow-parent-run.json``, keyed to the DVC invocation: the
+  process that started the stage's shell (the ``dvc repro`` process: its pid and start time). The first
+  tracked stage of a ``dvc repro`` finds no entry for its invocation, creates the parent run and writes
+  the entry (under a file lock); the later stages of the same ``dvc repro`` find it and nest. A new
+  ``dvc repro`` is a new process, so a new parent; a ``dvc repro`` with nothing to do runs no stage and
+  makes no run. Each stage marks the parent finished (or failed) when it ends, so the parent's status
+  and end time are those of the last stage that ran.
+
+Tracking never stops a stage: the first failure to reach the tracking store is reported in one line,
+the stage goes on untracked, and at the end one line says what could not be logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+DEFAULT_EXPERIMENT = "bert-pipeline"
+RUN_ID_FILE = Path(".dvc") / "tmp" / "mlflow-parent-run.json"
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "bert.run_kind"  # "pipeline" or "stage"
+SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "fish", "ash", "busybox"}
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The repo root: $DVC_ROOT (set by DVC for stage commands), else the nearest folder with .dvc/ or dvc.yaml."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir() or (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def tracking_uri(root: Path) -> str:
+    """$MLFLOW_TRACKING_URI, else the project's SQLite file (an absolute URI, so any cwd finds it)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+
+
+def quiet_mlflow_env() -> None:
+    """No telemetry, and a dead server fails within seconds instead of minutes of retries."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys: {"finetune": {"epochs": 3}} -> {"finetune.epochs": 3}.
+
+    Lists are kept whole (a list of tasks is one param); use `numeric_leaves` for metrics.
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def numeric_leaves(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every number in a JSON value under a dotted key (list items by index); bools and text are left out."""
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {prefix: float(value)}
+    else:
+        return {}
+    out: dict[str, float] = {}
+    for key, item in items:
+        out.update(numeric_leaves(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def metric_key(key: str) -> str:
+    """A key MLflow accepts (letters, digits, _ - . / and space); anything else becomes _."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
+
+
+def param_value(value: Any) -> str:
+    """A param as text: lists and mappings as JSON, cut to MLflow's limit."""
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+
+def git_facts(root: Path) -> dict[str, str]:
+    """The commit the code ran at (MLflow's standard tag) and whether the tree had changes."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def dvc_invocation_key() -> str:
+    """Identify the `dvc repro` that started this stage: the nearest ancestor that is not a shell.
+
+    DVC runs a stage's cmd through a shell, so the first non-shell ancestor is the DVC process; its pid
+    and start time (pids are reused, the pair is not) are the same for every stage it runs.
+    """
+    import psutil  # a dependency of DVC
+
+    proc = psutil.Process().parent()
+    while proc is not None and proc.name() in SHELLS and proc.parent() is not None:
+        proc = proc.parent()
+    if proc is None:
+        return f"pid{os.getpid()}"
+    return f"pid{proc.pid}-t{proc.create_time():.3f}"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path`.lock (stages of one invocation may start at once under some runners)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: DVC runs stages one at a time there anyway
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class Tracker:
+    """MlflowClient calls that fail soft: after the first failure (said once) nothing more is tried.
+
+    Every call that could not be made is counted under a short label, for the summary at the end.
+    """
+
+    root: Path
+    uri: str = ""
+    experiment_name: str = ""
+    label: str = "mlflow"  # how the one-line messages start
+    client: Any = None
+    experiment_id: Optional[str] = None
+    down: Optional[str] = None  # why tracking stopped
+    unlogged: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.uri = self.uri or tracking_uri(self.root)
+        self.experiment_name = self.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+    def _fail(self, what: str, err: BaseException) -> None:
+        self.unlogged[what] = self.unlogged.get(what, 0) + 1
+        if self.down is None:
+            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            self.down = reason
+            print(f"[{self.label}] MLflow tracking at {self.uri} is unavailable ({type(err).__name__}: {reason}); "
+                  "the stage goes on untracked", file=sys.stderr, flush=True)
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, count: int = 1, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs), or None (counting `what` as not logged) once tracking is down."""
+        if self.down is not None:
+            self.unlogged[what] = self.unlogged.get(what, 0) + count
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # any failure of the store: tracking must not stop the stage
+            self._fail(what, err)
+            if count > 1:
+                self.unlogged[what] += count - 1
+            return None
+
+    def connect(self) -> bool:
+        """Open the store and the experiment (created on first use). Returns whether tracking is up."""
+        def open_store() -> None:
+            quiet_mlflow_env()
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                location = None
+                if self.uri == tracking_uri(self.root) and not os.environ.get("MLFLOW_TRACKING_URI"):
+                    location = (self.root / "mlartifacts").as_uri()  # the default store keeps files beside it
+                try:
+                    self.experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
+                except Exception:  # made meanwhile by another process
+                    exp = self.client.get_experiment_by_name(self.experiment_name)
+                    if exp is None:
+                        raise
+            if exp is not None:
+                self.experiment_id = exp.experiment_id
+
+        self.call("connection", open_store)
+        return self.down is None
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, name: str, tags: dict[str, str], parent: Optional[str] = None) -> Optional[str]:
+        """A new run in the experiment (nested under `parent` if given); its id, or None."""
+        if parent:
+            tags = {**tags, PARENT_TAG: parent}
+        run = self.call("run", lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
+        return run.info.run_id if run is not None else None
+
+    def log_params(self, run_id: Optional[str], params: dict[str, Any]) -> None:
+        """Params (values as text, see `param_value`), in batches MLflow accepts."""
+        from mlflow.entities import Param
+
+        items = [Param(k, param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            chunk = items[i:i + 100]
+            self.call("params", lambda: self.client.log_batch(run_id, params=chunk), count=len(chunk))
+
+    def log_metrics(self, run_id: Optional[str], metrics: dict[str, float], step: int = 0,
+                    timestamp: Optional[int] = None) -> None:
+        """One value per key at `step` (finite or not: MLflow stores NaN and inf)."""
+        self.log_points(run_id, [(k, v, step) for k, v in metrics.items()], timestamp)
+
+    def log_points(self, run_id: Optional[str], points: list[tuple[str, float, int]],
+                   timestamp: Optional[int] = None) -> None:
+        """Metric points (key, value, step), batched."""
+        from mlflow.entities import Metric
+
+        stamp = timestamp or int(time.time() * 1000)
+        items = [Metric(metric_key(k), float(v), stamp, int(s)) for k, v, s in points]
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            self.call("metric points", lambda: self.client.log_batch(run_id, metrics=chunk), count=len(chunk))
+
+    def set_tags(self, run_id: Optional[str], tags: dict[str, Any]) -> None:
+        """Tags (values as text)."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, param_value(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self.call("tags", lambda: self.client.log_batch(run_id, tags=items), count=len(items))
+
+    def log_artifact(self, run_id: Optional[str], path: Path, artifact_path: Optional[str] = None) -> None:
+        """A file, or a folder's contents under the folder's name."""
+        if path.is_dir():
+            dest = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            self.call(f"artifact {path}", lambda: self.client.log_artifacts(run_id, str(path), dest))
+        elif path.is_file():
+            self.call(f"artifact {path}", lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+
+    def set_status(self, run_id: Optional[str], status: str) -> None:
+        """RUNNING re-opens a run; FINISHED / FAILED / KILLED end it now."""
+        if status == "RUNNING":
+            self.call("status", lambda: self.client.update_run(run_id, status="RUNNING"))
+        else:
+            self.call("status", lambda: self.client.set_terminated(run_id, status=status))
+
+    def summary(self) -> Optional[str]:
+        """One line saying what could not be logged, or None when everything was."""
+        if not self.unlogged:
+            return None
+        parts = ", ".join(f"{n} {what}" if n > 1 else what for what, n in self.unlogged.items())
+        return f"[{self.label}] not logged to MLflow ({self.uri}): {parts}"
+
+
+def read_params(root: Path) -> dict[str, Any]:
+    """params.yaml flattened to dotted keys ({} when it is missing or unreadable: tracking is best effort)."""
+    import yaml
+
+    path = root / "params.yaml"
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return flatten(values) if isinstance(values, dict) else {}
+
+
+def start_pipeline_run(tracker: Tracker, name: str = "pipeline", tags: Optional[dict[str, str]] = None) -> Optional[str]:
+    """Create a parent run with the flattened params.yaml, the git commit and the host as tags."""
+    run_tags = {KIND_TAG: "pipeline", "host": platform.node(), **git_facts(tracker.root), **(tags or {})}
+    run_id = tracker.create_run(name, run_tags)
+    if run_id:
+        tracker.log_params(run_id, read_params(tracker.root))
+    return run_id
+
+
+def pipeline_parent(tracker: Tracker, under_dvc: bool) -> tuple[Optional[str], bool]:
+    """The parent run a stage nests under, per the module docstring.
+
+    Args:
+        tracker: a connected tracker.
+        under_dvc: whether DVC started this stage (else a run by hand: a parent of its own).
+    Returns:
+        (run id or None when tracking is down, whether this stage manages the parent's status).
+    """
+    given = os.environ.get("MLFLOW_PARENT_RUN_ID")
+    if given:
+        return given, False
+    if tracker.down is not None:
+        return None, False
+    key = dvc_invocation_key() if under_dvc else f"pid{os.getpid()}-t{time.time():.3f}"
+    path = tracker.root / RUN_ID_FILE
+    with file_lock(path):
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entry = {}
+        if (entry.get("invocation") == key and entry.get("tracking_uri") == tracker.uri
+                and entry.get("experiment_id") == tracker.experiment_id and entry.get("run_id")):
+            return entry["run_id"], True
+        run_id = start_pipeline_run(tracker, tags={"dvc.invocation": key})
+        if run_id:
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"invocation": key, "run_id": run_id, "tracking_uri": tracker.uri,
+                                       "experiment_id": tracker.experiment_id}), encoding="utf-8")
+            os.replace(tmp, path)
+        return run_id, True
+
