@@ -158,6 +158,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("bert: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `bert download --list | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except Exception as err:
         if debug:
             raise

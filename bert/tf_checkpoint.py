@@ -332,14 +332,18 @@ def state_dict_to_tf(state_dict: Mapping[str, torch.Tensor], num_layers: int, so
 
 
 @contextlib.contextmanager
-def opened_checkpoint(path: str | os.PathLike) -> Iterator[tuple[Path, Optional[Path], Optional[Path]]]:
+def opened_checkpoint(path: str | os.PathLike, work_dir: str | os.PathLike | None = None
+                      ) -> Iterator[tuple[Path, Optional[Path], Optional[Path]]]:
     """(checkpoint prefix, bert_config.json or None, vocab.txt or None) for a prefix, folder or
-    Google's released zip/tar (extracted safely into a temporary folder for the duration)."""
+    Google's released zip/tar (extracted safely into a temporary folder under `work_dir`, default the
+    system's, for the duration)."""
     path = Path(path)
     if path.is_file() and path.suffix in (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"):
         from bert.archive import safe_extract
 
-        with tempfile.TemporaryDirectory(prefix="bert-tf-") as tmp:
+        if work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".bert-tf-", dir=work_dir) as tmp:
             safe_extract(path, tmp)
             yield locate_google_checkpoint(Path(tmp), source=str(path))
         return
@@ -387,7 +391,8 @@ def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | o
     if head != "auto" and head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected auto or one of {', '.join(HEADS)}")
     out_dir = Path(out_dir)
-    with opened_checkpoint(tf_checkpoint) as (prefix, found_config, vocab):
+    # A zip is extracted beside the output (BERT-Large expands to 1.3 GB; /tmp may be small).
+    with opened_checkpoint(tf_checkpoint, out_dir.resolve().parent) as (prefix, found_config, vocab):
         config_path = Path(bert_config) if bert_config else found_config
         if config_path is None:
             raise ValueError(f"{tf_checkpoint}: no {GOOGLE_CONFIG_NAME} beside the checkpoint; pass BERT_CONFIG")
