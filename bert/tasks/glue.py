@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tqdm import tqdm
+
 from bert.fileio import atomic_write_text
 from bert.tokenization import truncate_seq_pair
 from bert.tasks.records import DataFormatError, InputExample, InputFeatures, Tokenizer, read_utf8
@@ -188,6 +190,7 @@ def convert_examples_to_features(
     label_list: Optional[Sequence[str]],
     max_seq_length: int,
     tokenizer: Tokenizer,
+    progress: bool = False,
 ) -> list[InputFeatures]:
     """Tokenize GLUE examples into unpadded model inputs (longest-first pair truncation).
 
@@ -196,6 +199,7 @@ def convert_examples_to_features(
         label_list: the task's labels in id order, or None for regression (label -> float).
         max_seq_length: the most tokens per input, [CLS] and [SEP]s included.
         tokenizer: a BertTokenizer (or a CachedTokenizer around one).
+        progress: show a tqdm bar.
     Returns:
         one InputFeatures per example, in order.
     """
@@ -204,7 +208,7 @@ def convert_examples_to_features(
     label_map = {label: i for i, label in enumerate(label_list)} if label_list is not None else None
     features = []
     num_truncated = 0
-    for example in examples:
+    for example in tqdm(examples, desc="glue features", disable=not progress):
         tokens_b = tokenizer.tokenize(example.text_b) if example.text_b is not None else None
         tokens, segment_ids, truncated = build_pair_input(tokenizer.tokenize(example.text_a), tokens_b, max_seq_length)
         num_truncated += truncated

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from tqdm import tqdm
+
 from bert.tasks.glue import build_pair_input
 from bert.tasks.records import (
     DataFormatError,
@@ -86,7 +88,7 @@ def read_swag_examples(path: str | os.PathLike, is_training: bool) -> list[SwagE
 
 
 def convert_examples_to_features(
-    examples: Sequence[SwagExample], tokenizer: Tokenizer, max_seq_length: int
+    examples: Sequence[SwagExample], tokenizer: Tokenizer, max_seq_length: int, progress: bool = False
 ) -> list[MultipleChoiceFeatures]:
     """Four model inputs per example: the context paired with each full ending.
 
@@ -97,6 +99,7 @@ def convert_examples_to_features(
         examples: from read_swag_examples.
         tokenizer: a BertTokenizer (or a CachedTokenizer around one).
         max_seq_length: the most tokens per choice, [CLS] and [SEP]s included.
+        progress: show a tqdm bar.
     Returns:
         one MultipleChoiceFeatures per example, its `choices` in ending order.
     """
@@ -104,7 +107,7 @@ def convert_examples_to_features(
         raise ValueError(f"max_seq_length must be at least 4, got {max_seq_length}")
     features = []
     num_truncated = 0
-    for example in examples:
+    for example in tqdm(examples, desc="swag features", disable=not progress):
         context_tokens = tokenizer.tokenize(example.context_sentence)
         start_ending_tokens = tokenizer.tokenize(example.start_ending)
         choices = []
