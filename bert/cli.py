@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-file", required=True)
     p.add_argument("--output-file", required=True)
     p.add_argument("--model", default="minilm-l6-h384-uncased", help="model folder or name (default: %(default)s)")
-    p.add_argument("--layers", default="-1,-2,-3,-4", help="comma-separated layer indexes, negative from the top; write it --layers=-1,-2 "
+    p.add_argument("--layers", default="-1,-2,-3,-4",
+                   help="comma-separated layer indexes, negative from the top; write it --layers=-1,-2 "
                    "(default: %(default)s)")
     p.add_argument("--max-seq-length", type=int, default=128, help="tokens per line, [CLS]/[SEP] included")
     p.add_argument("--batch-size", type=int, default=32)

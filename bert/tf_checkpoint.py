@@ -1,7 +1,7 @@
 """Google's TensorFlow BERT checkpoints to our models and back, through one explicit name map.
 
-    bert_model.ckpt.{index,data-*} ──read (TF)──► {google name: array} ──NAME MAP──► model ──► config.json
-                                                                                             model.safetensors
+    bert_model.ckpt.{index,data-*} ──TF──► {google name: array} ──NAME MAP──► model ──► config.json
+                                                                                    model.safetensors
 
 Dense kernels are stored [in, out] by TF and [out, in] by torch.nn.Linear, so they are transposed;
 ``output_weights`` variables (classifier, NSP, SQuAD) are already [out, in] and are not. Optimizer
@@ -323,7 +323,8 @@ def state_dict_to_tf(state_dict: Mapping[str, torch.Tensor], num_layers: int, so
         array = tensor.detach().float().cpu().numpy()
         out[tf_name] = np.ascontiguousarray(array.T if transpose else array)
     if unknown:
-        raise CheckpointMismatchError(f"{source}: {len(unknown)} parameter(s) with no Google name: {', '.join(unknown)}")
+        raise CheckpointMismatchError(
+            f"{source}: {len(unknown)} parameter(s) with no Google name: {', '.join(unknown)}")
     return out
 
 

@@ -151,3 +151,11 @@ def test_extract_features_matches_the_model(tmp_path, minilm_dir):
             got = torch.tensor([[next(l["values"] for l in f["layers"] if l["index"] == index)
                                  for f in record["features"]]])
             assert (got[0] - layer).abs().max().item() < 1e-5  # rounded to 6 decimals, batched with padding
+
+
+def test_extract_features_rejects_a_layer_the_model_lacks(tmp_path, capsys, minilm_dir):
+    (tmp_path / "input.txt").write_text("hello\n", encoding="utf-8")
+    assert main(["-q", "extract-features", "--input-file", str(tmp_path / "input.txt"), "--output-file",
+                 str(tmp_path / "out.jsonl"), "--model", str(minilm_dir), "--layers=-1,6"]) == 1
+    assert "--layers '-1,6': each must be in [-6, 5] for this model" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()

@@ -21,11 +21,14 @@ from safetensors.torch import load_file
 
 from bert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel
 from bert.tf_checkpoint import (
+    HEADS,
     CheckpointMismatchError,
     convert_tf_checkpoint,
     export_tf_checkpoint,
     load_tf_variables,
+    detect_head,
     read_tf_checkpoint,
+    state_dict_to_tf,
     write_tf_checkpoint,
 )
 
@@ -307,3 +310,28 @@ def test_missing_and_unknown_variables_fail_with_the_list(google, tmp_path):
     small.write_text(json.dumps({**json.loads((folder / "bert_config.json").read_text()), "num_hidden_layers": 5}))
     with pytest.raises(CheckpointMismatchError, match=r"16 checkpoint variable\(s\) not used: bert/encoder/layer_5/"):
         convert_tf_checkpoint(folder / "bert_model.ckpt", small, tmp_path / "out")
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_head_maps_to_google_names_and_back(head, tiny_config):
+    """A model fine-tuned here exports to Google's names (run_classifier's output_weights, run_squad's
+    cls/squad/*, ...) and loads back into the same class unchanged."""
+    torch.manual_seed(0)
+    model = HEADS[head](tiny_config)
+    variables = state_dict_to_tf(model.state_dict(), tiny_config.num_hidden_layers)
+    expected = {"classifier": "output_weights", "token-classifier": "output_weights",
+                "multiple-choice": "output_weights", "squad": "cls/squad/output_weights",
+                "pretraining": "cls/seq_relationship/output_weights",
+                "next-sentence": "cls/seq_relationship/output_weights",
+                "masked-lm": "cls/predictions/output_bias", "model": "bert/pooler/dense/kernel"}[head]
+    assert expected in variables and all(not n.startswith(("bert.", "cls.")) for n in variables)
+    assert np.array_equal(variables["bert/encoder/layer_1/intermediate/dense/kernel"],
+                          model.state_dict()[("" if head == "model" else "bert.")
+                                             + "encoder.layer.1.intermediate.dense.weight"].numpy().T)
+    torch.manual_seed(1)
+    again = HEADS[head](tiny_config)
+    assert load_tf_variables(again, variables) == []
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+    if head in ("classifier", "squad"):
+        assert detect_head(variables)[0] == head
