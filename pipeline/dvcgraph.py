@@ -23,6 +23,7 @@ class StageSpec:
     cmd: str
     deps: tuple[str, ...]  # file and folder deps (params.yaml's keys are in `params`)
     outs: tuple[str, ...]  # plain outs (metrics and plots files are listed apart)
+    persist: tuple[str, ...]  # outs DVC keeps between runs (e.g. resumable checkpoints), also in `outs`
     metrics: tuple[str, ...]
     plots: tuple[str, ...]
     params: tuple[str, ...]  # dotted params keys, e.g. "finetune.learning_rate"
@@ -48,12 +49,14 @@ def _spec(stage: Any, root: Path, upstream: tuple[str, ...]) -> StageSpec:
             params.extend(dep.params)
         else:
             deps.append(_rel(dep.fs_path, root))
-    outs, metrics, plots = [], [], []
+    outs, metrics, plots, persist = [], [], [], []
     for out in stage.outs:
         (metrics if out.metric else plots if out.plot else outs).append(_rel(out.fs_path, root))
+        if out.persist:
+            persist.append(_rel(out.fs_path, root))
     cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-    return StageSpec(stage_name(stage, root), cmd, tuple(deps), tuple(outs), tuple(metrics), tuple(plots),
-                     tuple(params), upstream)
+    return StageSpec(stage_name(stage, root), cmd, tuple(deps), tuple(outs), tuple(persist), tuple(metrics),
+                     tuple(plots), tuple(params), upstream)
 
 
 def load_pipeline(root: str | os.PathLike) -> list[StageSpec]:
@@ -99,9 +102,16 @@ def load_pipeline(root: str | os.PathLike) -> list[StageSpec]:
     return ordered
 
 
-def find_stage(root: str | os.PathLike, name: str) -> Optional[StageSpec]:
-    """The stage called `name` (DVC's address), or None when dvc.yaml has no such stage."""
-    return next((s for s in load_pipeline(root) if s.name == name), None)
+def result_stages(specs: list[StageSpec]) -> set[str]:
+    """Stages that produce results: those with metrics or plots, and every stage downstream of one.
+
+    The others (download, convert, tokenize) prepare inputs that DVC's cache already keeps.
+    """
+    results: set[str] = set()
+    for spec in specs:  # upstream first, so one pass sees every upstream verdict
+        if spec.metrics or spec.plots or any(u in results for u in spec.upstream):
+            results.add(spec.name)
+    return results
 
 
 def stage_hashes(root: str | os.PathLike, name: str) -> dict[str, str]:
@@ -111,7 +121,8 @@ def stage_hashes(root: str | os.PathLike, name: str) -> dict[str, str]:
         root: the repo root.
         name: the stage's address.
     Returns:
-        {"dep:<path>": "md5:<value>", "out:<path>": ...}; paths that do not exist are left out.
+        {"dep/<path>": "<md5>", "out/<path>": ...} (a folder's md5 ends in ".dir", as in dvc.lock);
+        paths that do not exist are left out.
     """
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
@@ -129,7 +140,7 @@ def stage_hashes(root: str | os.PathLike, name: str) -> dict[str, str]:
                     continue
                 info = item.get_hash()
                 if info and info.value:
-                    hashes[f"{kind}:{_rel(item.fs_path, root)}"] = f"{info.name}:{info.value}"
+                    hashes[f"{kind}/{_rel(item.fs_path, root)}"] = info.value
         return hashes
     finally:
         repo.close()

@@ -11,11 +11,13 @@ MLflow metrics at its step. When the stage ends the wrapper logs, in its nested 
 
 - params: the params.yaml keys the stage declares in dvc.yaml;
 - metrics: every history point not yet logged (from the stage's history file: a plots/outs JSON list
-  of {"step", "loss", ...}), and the numbers of the stage's metrics files (a stage that is not a
-  foreach/matrix item, the report, also gives them to the parent run);
-- artifacts: metrics and plots files, and the outs of stages that produce metrics or plots (the
-  fine-tuned model, predictions, the report); data-preparing stages are recorded by their hashes only,
-  their data lives in DVC's cache;
+  of {"step", "loss", ...}), and the numbers of the stage's metrics files (declared in dvc.yaml, or a
+  metrics.json at the top of an out folder); a stage that is not a foreach/matrix item, the report,
+  also gives them to the parent run;
+- artifacts: metrics and plots files, and the outs of the stages that produce results (metrics or
+  plots) and of those downstream of them: the fine-tuned model, predictions, the report. The stages
+  that prepare inputs (download, convert, tokenize) are recorded by their hashes only: DVC's cache has
+  their data. Persistent outs (checkpoints) are not archived. ``BERT_MLFLOW_ARTIFACTS=off`` logs none;
 - tags: git commit, DVC's hashes of the stage's deps and outs (as dvc.lock records them), host,
   device, world size and precision (from the stage's summary JSON and params).
 
@@ -34,17 +36,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.dvcgraph import StageSpec, find_stage, stage_hashes
-from pipeline.tracking import KIND_TAG, Tracker, git_facts, numeric_leaves, pipeline_parent, project_root, read_params
+from pipeline.dvcgraph import StageSpec, load_pipeline, result_stages, stage_hashes
+from pipeline.tracking import (KIND_TAG, Tracker, git_facts, metric_key, numeric_leaves, pipeline_parent,
+                               project_root, read_params)
 
 HISTORY_ENV = "BERT_HISTORY_STREAM"
 OFF_ENV = "BERT_TRACKING"
 POLL_SECONDS = 2.0
-SUMMARY_MAX_BYTES = 1 << 20  # JSON files read for device / world size facts
+SUMMARY_MAX_BYTES = 1 << 20
+METRICS_NAME = "metrics.json"  # JSON files read for device / world size facts
 
 logger = logging.getLogger("pipeline.track")
 
@@ -131,6 +134,13 @@ def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, 
     return facts
 
 
+def metrics_files(root: Path, spec: StageSpec) -> list[Path]:
+    """The metrics files dvc.yaml declares, and a metrics.json at the top of an out folder (evaluate's)."""
+    found = [root / rel for rel in spec.metrics]
+    found += [root / rel / METRICS_NAME for rel in spec.outs if (root / rel / METRICS_NAME).is_file()]
+    return found
+
+
 def stage_params(root: Path, spec: StageSpec) -> dict[str, Any]:
     """The params.yaml values the stage declares (a section name brings the whole section)."""
     values = read_params(root)
@@ -151,15 +161,18 @@ class StageRun:
         self.run_id: Optional[str] = None
         self.logged_steps: set[int] = set()
         self.spec: Optional[StageSpec] = None
+        self.archive = False  # whether the stage's outs are results to keep as artifacts
         self.params: dict[str, Any] = {}
         self.under_dvc = under_dvc
 
     def start(self) -> None:
         """Connect, find (or make) the pipeline run, and open this stage's run with params and tags."""
         try:
-            self.spec = find_stage(self.root, self.name)
-            if self.spec is None and ":" in self.name:  # DVC_STAGE names the file when dvc ran elsewhere
-                self.spec = find_stage(self.root, self.name.rpartition(":")[2])
+            specs = load_pipeline(self.root) if self.under_dvc or (self.root / "dvc.yaml").is_file() else []
+            by_name = {s.name: s for s in specs}
+            # DVC_STAGE names the file too when dvc ran in another folder
+            self.spec = by_name.get(self.name) or by_name.get(self.name.rpartition(":")[2])
+            self.archive = self.spec is not None and self.spec.name in result_stages(specs)
         except Exception as err:  # a broken dvc.yaml is DVC's to report; tracking goes on without the spec
             print(f"[{self.tracker.label}] could not read the stage from dvc.yaml: {err}", file=sys.stderr)
         if self.spec is None and self.under_dvc:
@@ -195,18 +208,18 @@ class StageRun:
                 if records:
                     self.log_history(records)
             metrics = {}
-            for rel in spec.metrics:
+            for path in metrics_files(self.root, spec):
                 try:
-                    metrics.update(numeric_leaves(json.loads((self.root / rel).read_text(encoding="utf-8"))))
+                    metrics.update(numeric_leaves(json.loads(path.read_text(encoding="utf-8"))))
                 except (OSError, ValueError) as err:
-                    print(f"[{tracker.label}] metrics file {rel} unreadable: {err}", file=sys.stderr)
+                    print(f"[{tracker.label}] metrics file {path} unreadable: {err}", file=sys.stderr)
             if metrics:
                 tracker.log_metrics(self.run_id, metrics)
-                if "@" not in spec.name and self.parent:
+                if "@" not in spec.name and self.parent:  # the pipeline's own summary (the report's)
                     tracker.log_metrics(self.parent, metrics)
             files = list(spec.metrics + spec.plots)
-            if spec.metrics or spec.plots:
-                files += list(spec.outs)
+            if self.archive:
+                files += [rel for rel in spec.outs if rel not in spec.persist]
             if os.environ.get("BERT_MLFLOW_ARTIFACTS", "on").lower() not in ("0", "off", "false"):
                 for rel in files:
                     parent = str(Path(rel).parent.as_posix())
@@ -217,7 +230,7 @@ class StageRun:
                 if self.parent:
                     tracker.set_tags(self.parent, facts)
             try:
-                hashes = {f"dvc.{k}": v for k, v in stage_hashes(self.root, spec.name).items()}
+                hashes = {metric_key(f"dvc.{k}"): v for k, v in stage_hashes(self.root, spec.name).items()}
             except Exception as err:  # hashes are a record, not a reason to fail a stage that succeeded
                 print(f"[{tracker.label}] could not hash the stage's deps and outs: {err}", file=sys.stderr)
                 hashes = {}
@@ -252,9 +265,13 @@ def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
     try:
         tracked.start()
         tail = HistoryTail(stream)
-        while child.poll() is None:
+        while True:
             tracked.log_history(tail.read())
-            time.sleep(POLL_SECONDS)
+            try:
+                child.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         tracked.log_history(tail.read())
     except Exception as err:  # a tracking bug must not orphan or fail the stage
         print(f"[mlflow {stage}] tracking stopped: {type(err).__name__}: {err}", file=sys.stderr)
