@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -57,7 +58,7 @@ def strip_launcher_args(argv: Sequence[str]) -> tuple[list[str], Optional[int]]:
 class DistContext:
     """Where this process sits in the job: its rank, the world size and its device.
 
-    With world_size 1 there is no process group and barrier/all-reduce do nothing.
+    Without a process group (backend None: one process) barrier and the collectives do nothing.
     """
 
     rank: int = 0
@@ -73,7 +74,8 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Whether a process group exists (several processes, or one that asked for a backend)."""
+        return self.backend is not None
 
     def barrier(self) -> None:
         """Wait until every rank arrives (no-op for one process)."""
@@ -114,6 +116,12 @@ def _env_int(name: str) -> Optional[int]:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def setup_distributed(local_rank: Optional[int] = None, backend: Optional[str] = None,
                       device: Optional[str] = None, timeout_minutes: float = 30.0) -> DistContext:
     """Join the process group that torchrun (or the old launcher) describes, if any.
@@ -121,7 +129,8 @@ def setup_distributed(local_rank: Optional[int] = None, backend: Optional[str] =
     Args:
         local_rank: the old launcher's ``--local-rank`` value (see strip_launcher_args); the
             LOCAL_RANK environment variable is used when it is None.
-        backend: "gloo" or "nccl"; by default nccl when CUDA is available, else gloo.
+        backend: "gloo" or "nccl"; by default nccl when CUDA is available, else gloo. Naming one
+            forms a process group even for a single process (e.g. to measure DDP on one GPU).
         device: "cpu" or "cuda" to force a device type; by default cuda when available.
         timeout_minutes: how long collectives wait for a missing rank before failing.
     Returns:
@@ -143,11 +152,14 @@ def setup_distributed(local_rank: Optional[int] = None, backend: Optional[str] =
         dev = torch.device("cuda", torch.cuda.current_device())
     else:
         dev = torch.device("cpu")
-    if world_size == 1:
+    if world_size == 1 and backend is None:
         return DistContext(0, 1, local_rank, dev, None)
     backend = backend or ("nccl" if use_cuda else "gloo")
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
+    if world_size == 1:  # a group of one: no launcher needed
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
             raise ValueError(f"WORLD_SIZE={world_size} but {name} is not set: launch with torchrun")

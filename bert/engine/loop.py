@@ -105,7 +105,7 @@ class Trainer:
                 logger.info("%d parameters get no gradient (%s, ...): DDP will look for them",
                             len(unused), unused[0])
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False,
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids, forward_sync_buffers=False,
                                                find_unused_parameters=bool(unused))
         self.global_step = 0
         self.updates = 0  # optimizer updates applied (steps minus fp16-skipped ones)

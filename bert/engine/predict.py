@@ -37,6 +37,14 @@ def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
                      f"of tensors (logits)")
 
 
+def _zero_padding(t: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero a per-token output at padding positions, so results never depend on batch composition."""
+    if mask is None or t.shape[: mask.dim()] != mask.shape:
+        return t
+    keep = mask.bool().reshape(*mask.shape, *([1] * (t.dim() - mask.dim())))
+    return t.masked_fill(~keep, 0.0)
+
+
 def _pad_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Zero-pad `t` at the end of every dimension to `shape`."""
     if tuple(t.shape) == tuple(shape):
@@ -91,7 +99,8 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], dic
         progress: show a tqdm bar on rank 0.
     Returns:
         One CPU tensor per model output (e.g. (logits,) or (start_logits, end_logits)), first
-        dimension len(dataset); sequence outputs padded with 0 to the longest item in the dataset.
+        dimension len(dataset); per-token outputs are 0 at padding positions (attention_mask 0)
+        and padded with 0 to the longest item in the dataset.
     """
     ctx = ctx or DistContext()
     n = len(dataset)  # type: ignore[arg-type]
@@ -115,8 +124,9 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], dic
             outs = _as_tuple(model(**inputs))
         if not local:
             local = [[] for _ in outs]
+        mask = inputs.get("attention_mask")
         for k, t in enumerate(outs):
-            local[k].append(t.float())
+            local[k].append(_zero_padding(t.float(), mask))
     model.train(was_training)
 
     shapes = _global_shapes(ctx, local)
