@@ -5,14 +5,17 @@ whitespace-delimited word on its own (case folding, accent stripping, punctuatio
 WordPiece). So the ids of a text are the concatenation of the ids of its words, and a word's ids
 can be computed once, by the slow path's own per-word code, and remembered:
 
-    text ──clean + CJK spacing (regex)──► str.split() ──► word ──cache──► ids (chained)
-                                                             └─miss─► BasicTokenizer.split_word
-                                                                      + WordpieceTokenizer
+    text ──clean + CJK spacing (str.translate)──► str.split() ──► word ──cache──► ids (chained)
+                                                                     └─miss─► BasicTokenizer.split_word
+                                                                              + WordpieceTokenizer
 
 Corpora repeat their words (the, of, "and", ...), so nearly every word is a dict hit and the loop
 runs in C (``map`` over ``dict.__getitem__``). Cleaning is one ``str.translate`` with a table
-filled lazily by the slow path's character predicates, and is skipped for printable ASCII text,
-which it cannot change.
+filled lazily by the slow path's character predicates (so its output is the original's cleaned,
+CJK-spaced text, character for character), and is skipped for printable ASCII text, which it
+cannot change.
+
+Use: ``FastWordpiece(BertTokenizer(...)).tokenize_to_ids(["text one", "text two"]) -> [[ids], [ids]]``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bert.tokenization import (
     _is_whitespace,
     convert_to_unicode,
 )
+
 
 class _CleanTable(dict):
     """A str.translate table doing BasicTokenizer's _clean_text and CJK spacing in one pass.
