@@ -38,13 +38,16 @@ class Timing:
         return asdict(self)
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, Timing]:
+def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
     """Time several callables in interleaved rounds.
 
     Args:
         contenders: name -> a callable doing one unit of work (it must finish its work before returning).
         rounds: measured calls of each contender.
         warmup: unmeasured calls of each contender first (allocator, oneDNN primitive caches).
+        clock: wall time by default; time.process_time (CPU seconds of this process) measures work
+            rather than waiting on a loaded machine (with one thread, where no thread spins idle).
     Returns:
         name -> Timing (median, min, max seconds per call).
     """
@@ -56,9 +59,9 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, warmup
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
         for name in order:
-            start = time.perf_counter()
+            start = clock()
             contenders[name]()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     return {n: Timing(n, statistics.median(s), min(s), max(s), len(s)) for n, s in samples.items()}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,14 +32,8 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-ACT2FN = {
-    "gelu": gelu,
-    "gelu_new": gelu_tanh,
-    "gelu_pytorch_tanh": gelu_tanh,
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
+ACT2FN = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
+          "relu": F.relu, "silu": F.silu, "swish": F.silu}
 
 
 class BertModelOutput(NamedTuple):
@@ -74,25 +69,65 @@ def check_inputs(config: BertConfig, input_ids: Tensor, token_type_ids: Optional
         raise ValueError(f"input_ids must be [batch, seq_len], got shape {tuple(input_ids.shape)}")
     if _tracing():
         return  # value checks would be frozen into the trace or break the compiled graph
-    seq_len = input_ids.shape[1]
-    if seq_len > config.max_position_embeddings:
-        raise ValueError(
-            f"sequence length {seq_len} exceeds max_position_embeddings "
-            f"({config.max_position_embeddings}): truncate the input"
-        )
-    if input_ids.numel() == 0:
-        return
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= config.vocab_size:
-        bad = low if low < 0 else high
-        raise ValueError(f"input_ids contains id {bad}, outside the vocabulary [0, {config.vocab_size})")
-    if token_type_ids is not None and token_type_ids.numel():
-        low, high = int(token_type_ids.min()), int(token_type_ids.max())
-        if low < 0 or high >= config.type_vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"token_type_ids contains {bad}, outside [0, {config.type_vocab_size}) (type_vocab_size)"
-            )
+    if input_ids.shape[1] > config.max_position_embeddings:
+        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
+                         f"({config.max_position_embeddings}): truncate the input")
+    for ids, size, what in ((input_ids, config.vocab_size, "input_ids contains id {}, outside the vocabulary"),
+                            (token_type_ids, config.type_vocab_size, "token_type_ids contains {}, outside")):
+        if ids is not None and ids.numel():
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= size:
+                suffix = " (type_vocab_size)" if ids is token_type_ids else ""
+                raise ValueError(what.format(low if low < 0 else high) + f" [0, {size}){suffix}")
+
+
+def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> Tensor:
+    """A CPU dropout mask, 0 (probability round(p * 65536) / 65536) or 1 / (1 - p), 4-5x faster than torch's
+    bernoulli_: 16-bit integers from numpy's PCG64, seeded from torch's generator (manual_seed decides)."""
+    rng = np.random.default_rng(int(torch.randint(2**62, ())))
+    bits = torch.from_numpy(rng.integers(0, 65536, math.prod(shape), dtype=np.uint16).view(np.int16))
+    keep = torch.empty(shape, dtype=dtype)
+    torch.ge(bits.view(shape), round(p * 65536) - 32768, out=keep)
+    return keep.mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, with dropout_mask's faster mask in eager CPU training."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or _tracing():
+            return super().forward(x)
+        return x * dropout_mask(x.shape, self.p, x.dtype)
+
+
+class EncoderPlan(NamedTuple):
+    """How the encoder runs on a batch; BertModel._plan builds it once per call.
+
+    With `packed`, dense layers (projections, feed-forward, LayerNorm) run on the real tokens only, as a
+    [tokens, hidden] tensor: only attention needs the padded shape, and gets it through pad() / unpad().
+    """
+
+    key_mask: Optional[Tensor]  # bool [batch, 1, 1, seq]: True where a key may be attended to (None: all)
+    packed: Optional[Tensor] = None  # [tokens] flat positions (row-major) of the computed tokens; None: all
+    first: Optional[Tensor] = None  # [batch] row in [tokens] of each sequence's first token ([CLS])
+    shape: tuple[int, int] = (0, 0)  # (batch, seq)
+    output_attentions: bool = False
+    first_only: bool = False  # queries from each sequence's first token only (the last layer of pooled())
+
+    def pad(self, x: Tensor) -> Tensor:
+        """Packed [tokens, d] -> [batch, seq, d] with zeros at positions not computed (as is if padded)."""
+        if self.packed is None:
+            return x
+        flat = x.new_zeros(self.shape[0] * self.shape[1], x.shape[-1]).index_copy(0, self.packed, x)
+        return flat.view(*self.shape, -1)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """[batch, seq, d] -> packed [tokens, d] (as is if padded)."""
+        return x if self.packed is None else x.flatten(0, 1).index_select(0, self.packed)
+
+    def first_tokens(self, x: Tensor) -> Tensor:
+        """The first token of every sequence as [batch, 1, d], from padded or packed hidden states."""
+        return x[:, :1] if self.packed is None else x.index_select(0, self.first).unsqueeze(1)
 
 
 class BertEmbeddings(nn.Module):
@@ -105,10 +140,16 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor, plan: Optional[EncoderPlan] = None) -> Tensor:
+        """[batch, seq] ids -> [batch, seq, hidden], or [tokens, hidden] when the plan packs them."""
+        if plan is None or plan.packed is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+        else:
+            position_ids = plan.packed % input_ids.shape[1]
+            input_ids = input_ids.reshape(-1).index_select(0, plan.packed)
+            token_type_ids = token_type_ids.reshape(-1).index_select(0, plan.packed)
         embeddings = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(position_ids)
@@ -126,43 +167,51 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_prob = config.attention_probs_dropout_prob
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
-    def _split_heads(self, x: Tensor) -> Tensor:
-        # [batch, seq, hidden] -> [batch, heads, seq, head_size]
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_size).transpose(1, 2)
+    def _heads(self, x: Tensor, parts: int) -> tuple[Tensor, ...]:
+        # [batch, seq, parts * hidden] -> parts x [batch, heads, seq, head_size]
+        x = x.view(x.shape[0], x.shape[1], parts, self.num_heads, self.head_size)
+        return x.permute(2, 0, 3, 1, 4).unbind(0)
 
-    def forward(
-        self, hidden_states: Tensor, key_mask: Optional[Tensor], output_attentions: bool = False
-    ) -> tuple[Tensor, Optional[Tensor]]:
-        """key_mask: bool [batch, 1, 1, seq], True where a key may be attended to (None: all)."""
-        q = self._split_heads(self.query(hidden_states))
-        k = self._split_heads(self.key(hidden_states))
-        v = self._split_heads(self.value(hidden_states))
-        if output_attentions:
-            # The explicit path, only when the probabilities themselves are wanted.
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)
+    def forward(self, hidden_states: Tensor, plan: EncoderPlan) -> tuple[Tensor, Optional[Tensor]]:
+        """hidden_states: [batch, seq, hidden], or [tokens, hidden] when the plan packs them.
+        Returns (context shaped as hidden_states, or [batch, 1, hidden] if first_only; probabilities or None).
+        """
+        # One matmul for the three projections: the parameters stay query/key/value (checkpoint names).
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        hidden = self.query.weight.shape[0]
+        if plan.first_only:
+            k, v = self._heads(plan.pad(F.linear(hidden_states, weight[hidden:], bias[hidden:])), 2)
+            (q,) = self._heads(F.linear(plan.first_tokens(hidden_states), weight[:hidden], bias[:hidden]), 1)
+        else:
+            q, k, v = self._heads(plan.pad(F.linear(hidden_states, weight, bias)), 3)
+        key_mask = plan.key_mask
+        if plan.output_attentions or (self.training and self.dropout_prob > 0):
+            # The explicit path when the probabilities are wanted, or dropped out: SDPA's own dropout
+            # takes its slow math path on the CPU.
+            scores = (q / math.sqrt(self.head_size)) @ k.transpose(-1, -2)
             if key_mask is not None:
-                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+                scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
             probs = scores.softmax(dim=-1)
             context = self.dropout(probs) @ v
+            probs = probs if plan.output_attentions else None
         else:
-            probs = None
-            context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=key_mask, dropout_p=self.dropout_prob if self.training else 0.0
-            )
+            probs, context = None, F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         context = context.transpose(1, 2).flatten(2)  # [batch, seq, hidden]
-        return context, probs
+        return (context if plan.first_only else plan.unpad(context)), probs
 
 
 class BertSelfOutput(nn.Module):
-    """Projection after attention, dropout, residual, LayerNorm."""
+    """Projection back to hidden_size, dropout, residual, LayerNorm: closes the attention block (and,
+    as BertOutput, the feed-forward block)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, in_features: Optional[int] = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
@@ -174,9 +223,10 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states: Tensor, key_mask: Optional[Tensor], output_attentions: bool = False):
-        context, probs = self.self(hidden_states, key_mask, output_attentions)
-        return self.output(context, hidden_states), probs
+    def forward(self, hidden_states: Tensor, plan: EncoderPlan):
+        context, probs = self.self(hidden_states, plan)
+        residual = plan.first_tokens(hidden_states) if plan.first_only else hidden_states
+        return self.output(context, residual), probs
 
 
 class BertIntermediate(nn.Module):
@@ -189,17 +239,9 @@ class BertIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
-class BertOutput(nn.Module):
-    """Projection after the feed-forward block, dropout, residual, LayerNorm."""
-
+class BertOutput(BertSelfOutput):
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        super().__init__(config, config.intermediate_size)
 
 
 class BertLayer(nn.Module):
@@ -209,8 +251,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states: Tensor, key_mask: Optional[Tensor], output_attentions: bool = False):
-        attention_output, probs = self.attention(hidden_states, key_mask, output_attentions)
+    def forward(self, hidden_states: Tensor, plan: EncoderPlan):
+        attention_output, probs = self.attention(hidden_states, plan)
         return self.output(self.intermediate(attention_output), attention_output), probs
 
 
@@ -219,10 +261,12 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states: Tensor, key_mask: Optional[Tensor], output_attentions: bool = False):
+    def forward(self, hidden_states: Tensor, plan: EncoderPlan):
+        """Every layer's output; with plan.first_only, the last layer's is the first tokens' only."""
         all_layers, all_probs = [], []
-        for layer in self.layer:
-            hidden_states, probs = layer(hidden_states, key_mask, output_attentions)
+        for i, layer in enumerate(self.layer):
+            last = i == len(self.layer) - 1
+            hidden_states, probs = layer(hidden_states, plan if last else plan._replace(first_only=False))
             all_layers.append(hidden_states)
             all_probs.append(probs)
         return all_layers, all_probs
@@ -275,26 +319,51 @@ class BertModel(BertPreTrainedModel):
         self.pooler = BertPooler(config)
         self.apply(self.init_bert_weights)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        token_type_ids: Optional[Tensor] = None,
-        attention_mask: Optional[Tensor] = None,
-        output_all_encoded_layers: bool = True,
-        output_attentions: bool = False,
-    ):
-        check_inputs(self.config, input_ids, token_type_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        # [batch, seq] 1/0 -> bool [batch, 1, 1, seq]: which keys each query may attend to.
-        key_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
-        embedding_output = self.embeddings(input_ids, token_type_ids)
-        layers, probs = self.encoder(embedding_output, key_mask, output_attentions)
-        pooled_output = self.pooler(layers[-1])
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None, output_all_encoded_layers: bool = True,
+                output_attentions: bool = False, skip_padding: bool = False):
+        """Encode a batch of [batch, seq] ids (token types default to 0, the mask to 1).
+
+        skip_padding computes real tokens only (and each sequence's first): faster, with zeros at padded
+        positions instead of the padded computation's values there. No real token attends to padding,
+        so their outputs and the pooled output do not change.
+        """
+        token_type_ids, plan = self._plan(input_ids, token_type_ids, attention_mask,
+                                          skip_padding and not output_attentions, output_attentions)
+        layers, probs = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan)
+        pooled_output = self.pooler(plan.first_tokens(layers[-1]))
+        layers = [plan.pad(h) for h in (layers if output_all_encoded_layers else layers[-1:])]
         encoded = layers if output_all_encoded_layers else layers[-1]
         if output_attentions:
             return BertModelOutputWithAttentions(encoded, pooled_output, probs)
         return BertModelOutput(encoded, pooled_output)
+
+    def pooled(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+               attention_mask: Optional[Tensor] = None) -> Tensor:
+        """Only the pooled output [batch, hidden], with the least work: real tokens only, and in the last
+        layer only each sequence's first token (the one the pooler reads). Same values as forward's."""
+        token_type_ids, plan = self._plan(input_ids, token_type_ids, attention_mask, True, False, True)
+        layers, _ = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan)
+        return self.pooler(layers[-1])
+
+    def _plan(self, input_ids, token_type_ids, attention_mask, skip_padding: bool, output_attentions: bool,
+              first_only: bool = False) -> tuple[Tensor, EncoderPlan]:
+        """Check the inputs; return token_type_ids (zeros by default) and the plan of the encoder."""
+        check_inputs(self.config, input_ids, token_type_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        keep = None if attention_mask is None else attention_mask != 0
+        # [batch, seq] 1/0 -> bool [batch, 1, 1, seq]: which keys each query may attend to.
+        plan = EncoderPlan(None if keep is None else keep[:, None, None, :], shape=tuple(input_ids.shape),
+                           output_attentions=output_attentions, first_only=first_only)
+        # Packing has data-dependent shapes: a trace or a compiled graph keeps the padded computation.
+        if keep is None or not skip_padding or _tracing() or bool(keep.all()):
+            return token_type_ids, plan
+        keep = keep.clone()
+        keep[:, 0] = True  # the pooler reads position 0 even where it is padding
+        counts = keep.sum(dim=1)  # rows before each sequence in the packed tensor: where its first token is
+        plan = plan._replace(packed=keep.view(-1).nonzero().squeeze(1), first=counts.cumsum(0) - counts)
+        return token_type_ids, plan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,6 +430,23 @@ def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), labels, ignore_index=-1)
 
 
+def _masked_lm_loss(predictions: nn.Module, sequence_output: Tensor, labels: Tensor) -> Tensor:
+    """The masked-LM loss; the vocabulary projection runs on the labelled positions only."""
+    labels = labels.reshape(-1)
+    if _tracing():  # no data-dependent shapes in a trace
+        return _cross_entropy(predictions(sequence_output).flatten(0, -2), labels)
+    picked = ((labels != -1) & (labels != -100)).nonzero().squeeze(1)
+    hidden = sequence_output.flatten(0, -2).index_select(0, picked)
+    return F.cross_entropy(predictions(hidden).float(), labels.index_select(0, picked))
+
+
+def _skip_padding(attention_mask: Optional[Tensor], labels: Optional[Tensor]) -> bool:
+    """Whether a loss may skip padding: no label (other than -1/-100) sits on a padded position."""
+    if attention_mask is None or labels is None or _tracing():
+        return not _tracing()
+    return not bool(((labels != -1) & (labels != -100) & (attention_mask == 0)).any())
+
+
 class BertForPreTraining(BertPreTrainedModel):
     """Masked LM + next sentence prediction. Loss: the sum of whichever labels are given."""
 
@@ -372,15 +458,16 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 masked_lm_labels=None, next_sentence_label=None):
-        sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False)
-        prediction_scores, seq_relationship_score = self.cls(sequence_output, pooled_output)
         if masked_lm_labels is None and next_sentence_label is None:
-            return PreTrainingLogits(prediction_scores, seq_relationship_score)
-        loss = prediction_scores.new_zeros((), dtype=torch.float32)
+            sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False)
+            return PreTrainingLogits(*self.cls(sequence_output, pooled_output))
+        sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False,
+                                                   skip_padding=_skip_padding(attention_mask, masked_lm_labels))
+        loss = pooled_output.new_zeros((), dtype=torch.float32)
         if masked_lm_labels is not None:
-            loss = loss + _cross_entropy(prediction_scores.view(-1, self.config.vocab_size),
-                                         masked_lm_labels.view(-1))
+            loss = loss + _masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels)
         if next_sentence_label is not None:
+            seq_relationship_score = self.cls.seq_relationship(pooled_output)
             loss = loss + _cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
         return loss
 
@@ -393,11 +480,12 @@ class BertForMaskedLM(BertPreTrainedModel):
         self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None):
-        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False)
-        prediction_scores = self.cls(sequence_output)
+        # Logits alone keep the padded computation's values everywhere; the loss may skip padding.
+        skip = masked_lm_labels is not None and _skip_padding(attention_mask, masked_lm_labels)
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip)
         if masked_lm_labels is None:
-            return prediction_scores
-        return _cross_entropy(prediction_scores.view(-1, self.config.vocab_size), masked_lm_labels.view(-1))
+            return self.cls(sequence_output)
+        return _masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels)
 
 
 class BertForNextSentencePrediction(BertPreTrainedModel):
@@ -408,7 +496,7 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None):
-        _, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False)
+        pooled_output = self.bert.pooled(input_ids, token_type_ids, attention_mask)
         seq_relationship_score = self.cls(pooled_output)
         if next_sentence_label is None:
             return seq_relationship_score
@@ -424,12 +512,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         self.num_labels = num_labels
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        _, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False)
+        pooled_output = self.bert.pooled(input_ids, token_type_ids, attention_mask)
         logits = self.classifier(self.dropout(pooled_output))
         if labels is None:
             return logits
@@ -445,7 +533,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
         super().__init__(config)
         self.num_choices = num_choices
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.apply(self.init_bert_weights)
 
@@ -454,7 +542,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
             raise ValueError(f"input_ids must be [batch, num_choices, seq], got {tuple(input_ids.shape)}")
         num_choices = input_ids.shape[1]
         flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731
-        _, pooled_output = self.bert(flat(input_ids), flat(token_type_ids), flat(attention_mask), False)
+        pooled_output = self.bert.pooled(flat(input_ids), flat(token_type_ids), flat(attention_mask))
         reshaped_logits = self.classifier(self.dropout(pooled_output)).view(-1, num_choices)
         if labels is None:
             return reshaped_logits
@@ -468,12 +556,14 @@ class BertForTokenClassification(BertPreTrainedModel):
         super().__init__(config)
         self.num_labels = num_labels
         self.bert = BertModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False)
+        # The loss reads real tokens only; logits alone keep the padded computation's values everywhere.
+        skip = labels is not None and _skip_padding(None, labels)
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip)
         logits = self.classifier(self.dropout(sequence_output))
         if labels is None:
             return logits
@@ -493,6 +583,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 start_positions=None, end_positions=None):
+        # No skip_padding: the original's softmax over positions includes the padded ones.
         sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False)
         start_logits, end_logits = self.qa_outputs(sequence_output).split(1, dim=-1)
         start_logits, end_logits = start_logits.squeeze(-1), end_logits.squeeze(-1)
