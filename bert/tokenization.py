@@ -494,13 +494,14 @@ class BertTokenizer:
 
         Args:
             ids: token ids.
-            skip_special_tokens: drop never_split tokens ([CLS], [SEP], [PAD], [UNK], [MASK]).
+            skip_special_tokens: drop [CLS], [SEP], [PAD], [UNK], [MASK] and never_split tokens.
         Returns:
             The text ("[CLS] un ##want ##ed , running [SEP]" -> "unwanted, running").
         """
         tokens = self.convert_ids_to_tokens(ids)
         if skip_special_tokens:
-            tokens = [t for t in tokens if t not in self.basic_tokenizer.never_split]
+            special = self.basic_tokenizer.never_split.union(NEVER_SPLIT)
+            tokens = [t for t in tokens if t not in special]
         out = []
         for i, token in enumerate(tokens):
             if i > 0:

@@ -180,6 +180,7 @@ def test_decode(tiny):
     assert tiny.decode(ids) == "unwanted running, wa"
     assert tiny.decode(ids, skip_special_tokens=False) == "[CLS] unwanted [SEP] running, wa [SEP]"
     assert tiny.decode([4, 3]) == "##want want"
+    assert BertTokenizer(tiny.vocab_file, never_split=()).decode(ids) == "unwanted running, wa"
 
 
 def test_save_and_from_pretrained(tmp_path, tiny):
