@@ -178,8 +178,7 @@ class StageRun:
         if self.spec is None and self.under_dvc:
             print(f"[{self.tracker.label}] dvc.yaml has no stage {self.name!r}; only its history is logged",
                   file=sys.stderr)
-        if not self.tracker.connect():
-            return
+        self.tracker.connect()  # if it fails, the calls below only count what goes unlogged
         self.parent, self.owns_parent = pipeline_parent(self.tracker, self.under_dvc)
         if self.owns_parent:
             self.tracker.set_status(self.parent, "RUNNING")

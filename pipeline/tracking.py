@@ -176,7 +176,7 @@ class Tracker:
     def _fail(self, what: str, err: BaseException) -> None:
         self.unlogged[what] = self.unlogged.get(what, 0) + 1
         if self.down is None:
-            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             self.down = reason
             print(f"[{self.label}] MLflow tracking at {self.uri} is unavailable ({type(err).__name__}: {reason}); "
                   "the stage goes on untracked", file=sys.stderr, flush=True)
@@ -285,12 +285,13 @@ class Tracker:
 
 def read_params(root: Path) -> dict[str, Any]:
     """params.yaml flattened to dotted keys ({} when it is missing or unreadable: tracking is best effort)."""
-    import yaml
+    from ruamel.yaml import YAML  # YAML 1.2, as DVC reads params (PyYAML reads 5e-5 as text)
+    from ruamel.yaml.error import YAMLError
 
     path = root / "params.yaml"
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        values = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except (OSError, YAMLError):
         return {}
     return flatten(values) if isinstance(values, dict) else {}
 

