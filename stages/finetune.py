@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ from stages.tasks import get_task, head_for
 
 logger = logging.getLogger("stages.finetune")
 FINGERPRINT = "fingerprint.json"
+HISTORY_STREAM_ENV = "BERT_HISTORY_STREAM"
 
 
 def train_config(params: FinetuneParams, seed: int) -> TrainConfig:
@@ -90,6 +92,22 @@ def finetune(task: str, seed: int, features_dir: Path, model_dir: Path, work: Pa
     return model, result, ctx, len(train)
 
 
+def history_streamer() -> Optional[Callable[[dict], None]]:
+    """An on_log callback appending each history point as a JSON line to $BERT_HISTORY_STREAM.
+
+    The MLflow stage wrapper (pipeline.track) tails that file to log metrics while training runs.
+    """
+    path = os.environ.get(HISTORY_STREAM_ENV)
+    if not path:
+        return None
+
+    def append(point: dict) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(point) + "\n")
+
+    return append
+
+
 def write_outputs(model, result: FitResult, task: str, seed: int, num_examples: int, params: FinetuneParams,
                   model_dir: Path, out: Path, history: Path, world_size: int) -> None:
     """Rank 0: the model folder and the history file, both or neither."""
@@ -128,7 +146,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         params = load_section("finetune", args.params)
         try:
             model, result, ctx, n = finetune(args.task, args.seed, args.features, args.model, args.work, params,
-                                             local_rank=local_rank)
+                                             on_log=history_streamer(), local_rank=local_rank)
             if ctx.is_main:
                 write_outputs(model, result, args.task, args.seed, n, params, args.model, args.out,
                               args.history, ctx.world_size)

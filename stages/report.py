@@ -90,7 +90,8 @@ def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
                 "—" if untrained is None else f"{untrained:.2f}", "—" if majority is None else f"{majority:.2f}",
                 f"{stats['mean'] - untrained:+.2f}" if untrained is not None else "—", refs or ("—" if is_primary else ""),
             ])
-    header = ["task", "metric", f"fine-tuned (mean ± std, {len(seeds)} seeds)", "per seed (" + " / ".join(map(str, seeds)) + ")",
+    plural = "s" if len(seeds) > 1 else ""
+    header = ["task", "metric", f"fine-tuned (mean ± std, {len(seeds)} seed{plural})", "per seed (" + " / ".join(map(str, seeds)) + ")",
               "untrained head", "majority class", "gain vs untrained", "published (source)"]
     return Table(header, rows)
 
@@ -179,7 +180,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     k = len(with_confusion[0]["confusion"])
                     total = [[sum(r["confusion"][i][j] for r in with_confusion) for j in range(k)] for i in range(k)]
                     figures.confusion_matrix(fig_dir / f"{task}-confusion.png", task, total, with_confusion[0]["labels"],
-                                             f"summed over {len(with_confusion)} seeds")
+                                             f"summed over {len(with_confusion)} seed" + ("s" if len(with_confusion) > 1 else ""))
                     figure_paths[task]["confusion"] = f"{rel}/{task}-confusion.png"
             doc = build_document(summaries, runs, matrix.seeds, figure_paths)
             atomic_write_text(md, to_markdown(doc))

@@ -1,0 +1,101 @@
+"""The real `dvc` on a temporary copy of the repo: what re-runs after which change.
+
+A tiny random-initialised BERT (saved as a folder and named as model.name), one demo task, one
+seed, a few dozen examples, one epoch: the test is about the DAG, not about accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bert import BertConfig, BertModel
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's python, dvc and torchrun
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc")]
+
+
+def _copy_repo(dest: Path) -> None:
+    """The files git tracks (and untracked ones it does not ignore), as a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+
+
+def _tiny_model(folder: Path, vocab: Path) -> None:
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    shutil.copyfile(vocab, folder / "vocab.txt")
+
+
+def _set_params(repo: Path, edit) -> None:
+    path = repo / "params.yaml"
+    values = yaml.safe_load(path.read_text())
+    edit(values)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def _repro(repo: Path) -> set[str]:
+    """Run `dvc repro`; returns the stages that ran (or were restored from DVC's run cache)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout)) | \
+        set(re.findall(r"Stage '([^']+)' is cached", proc.stdout))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, minilm_dir):
+    root = tmp_path_factory.mktemp("dvc")
+    repo = root / "repo"
+    repo.mkdir()
+    _copy_repo(repo)
+    _tiny_model(root / "tiny-bert", minilm_dir / "vocab.txt")
+
+    def edit(v):
+        v["tasks"], v["seeds"] = ["demo-pair"], [7]
+        v["model"]["name"] = str(root / "tiny-bert")
+        v["data"]["builtin"].update(train_examples=32, dev_examples=16)
+        v["tokenize"]["max_seq_length"] = 32
+        v["finetune"].update(epochs=1.0, global_batch_size=16, log_every=1)
+        v["evaluate"]["batch_size"] = 16
+    _set_params(repo, edit)
+    return repo
+
+
+def test_dvc_reruns_exactly_what_changed(repo):
+    everything = {"download@demo-pair", "convert", "tokenize@demo-pair", "finetune@demo-pair-7",
+                  "baseline@demo-pair", "evaluate@demo-pair-7", "report"}
+    assert _repro(repo) == everything
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"demo-pair"} and "acc" in metrics["demo-pair"]["fine_tuned"]
+    assert (repo / "reports" / "report.html").is_file() and (repo / "reports" / "figures").is_dir()
+    history = json.loads((repo / "reports" / "history" / "demo-pair" / "seed7.json").read_text())
+    assert [p["step"] for p in history] == [1, 2]  # 32 examples / batch 16, one point per step
+
+    assert _repro(repo) == set()  # nothing changed: nothing runs
+
+    _set_params(repo, lambda v: v["finetune"].update(learning_rate=3e-4))
+    assert _repro(repo) == {"finetune@demo-pair-7", "evaluate@demo-pair-7", "report"}
+
+    _set_params(repo, lambda v: v["tokenize"].update(max_seq_length=24))
+    assert _repro(repo) == {"tokenize@demo-pair", "finetune@demo-pair-7", "baseline@demo-pair",
+                            "evaluate@demo-pair-7", "report"}
+    manifest = json.loads((repo / "data" / "features" / "demo-pair" / "train" / "manifest.json").read_text())
+    assert manifest["max_seq_length"] == 24
