@@ -229,3 +229,36 @@ def test_gpu_mixed_precision_learns_the_toy_task(precision, toy_task, tmp_path, 
     logits, = predict(model, dev, collate, precision=precision, ctx=ctx, progress=False)
     assert result.global_steps == 60
     assert (logits.argmax(-1) == dev.labels).float().mean() >= 0.95
+
+
+def test_multiple_choice_from_the_feature_cache(tmp_path):
+    """The engine on bert/cache.py's real items: [num_choices, len] inputs, pad_collate, lengths."""
+    from bert import BertForMultipleChoice
+    from bert.cache import CacheManifest, CachedFeatures, pad_collate, write_cache
+
+    g = torch.Generator().manual_seed(0)
+    ids, types, labels = [], [], []
+    for _ in range(40):
+        choices = [torch.randint(5, 99, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
+                   for _ in range(3)]
+        ids.append(choices)
+        types.append([[0] * len(c) for c in choices])
+        labels.append(int(torch.randint(0, 3, (1,), generator=g)))
+    manifest = CacheManifest(task="toy-mc", split="train", vocab_sha256="0" * 64, do_lower_case=True,
+                             max_seq_length=16, doc_stride=None, max_query_length=None, num_examples=40,
+                             num_features=40, num_truncated=0, label_keys=("labels",), num_choices=3)
+    data = CachedFeatures(write_cache(tmp_path / "train", ids, types, {"labels": labels}, manifest))
+    torch.manual_seed(0)
+    model = BertForMultipleChoice(BertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=64), num_choices=3)
+    cfg = TrainConfig(epochs=1.0, global_batch_size=8, grad_accum_steps=2, log_every=1)
+    result = fit(model, data, pad_collate, cfg, tmp_path / "work", lengths=data.lengths, progress=False)
+    assert result.global_steps == 5 and len(result.history) == 5
+    scores, = predict(model, data, pad_collate, batch_size=6, lengths=data.lengths, progress=False)
+    assert scores.shape == (40, 3)
+    model.eval()
+    with torch.no_grad():
+        for i in (0, 17, 39):
+            one = model(**{k: v[None] for k, v in data[i].items() if k != "labels"})
+            assert (scores[i] - one[0]).abs().max() < 1e-5
