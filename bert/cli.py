@@ -65,6 +65,17 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (a zero or negative count is a usage error, not a crash)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bert.tf_checkpoint import HEADS
 
@@ -89,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bert_config.json (default: the one beside the checkpoint), then the output folder")
     p.add_argument("--head", default="auto", choices=["auto", *HEADS],
                    help="model class to fill (default: from the checkpoint's variables)")
-    p.add_argument("--num-labels", type=int, help="for classifier heads (default: from output_weights)")
-    p.add_argument("--num-choices", type=int, help="for the multiple-choice head")
+    p.add_argument("--num-labels", type=_positive_int, help="for classifier heads (default: from output_weights)")
+    p.add_argument("--num-choices", type=_positive_int, help="for the multiple-choice head")
     p.add_argument("--allow-unused-heads", action="store_true",
                    help="with a smaller --head, drop the other heads' variables instead of failing")
     p.set_defaults(func=_convert)
@@ -113,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="-1,-2,-3,-4",
                    help="comma-separated layer indexes, negative from the top; write it --layers=-1,-2 "
                    "(default: %(default)s)")
-    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per line, [CLS]/[SEP] included")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=_positive_int, default=128, help="tokens per line, [CLS]/[SEP] included")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--do-lower-case", action=argparse.BooleanOptionalAction, default=None,
                    help="default: the model folder's tokenizer settings")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,28 @@ _POSITIVE_INTS = (
     "type_vocab_size",
 )
 _PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON file holding one object (a config), every failure a one-line ValueError naming the file.
+
+    Raises:
+        ValueError: missing, not UTF-8, not JSON, nested beyond reason, or not an object.
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except RecursionError:  # e.g. 100 000 nested brackets
+        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
+    return values
 
 
 @dataclass
@@ -60,7 +83,7 @@ class BertConfig:
                 raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
         for name in _PROBABILITIES:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"BertConfig.{name} must be a probability in [0, 1), got {value!r}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(
@@ -73,8 +96,8 @@ class BertConfig:
             )
         for name in ("initializer_range", "layer_norm_eps"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"BertConfig.{name} must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"BertConfig.{name} must be a positive finite number, got {value!r}")
 
     @property
     def head_size(self) -> int:
@@ -92,10 +115,7 @@ class BertConfig:
     def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
         """Read Google's ``bert_config.json`` or HF's ``config.json``."""
         path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+        values = read_json_object(path)
         try:
             return cls.from_dict(values)
         except ValueError as err:

@@ -105,6 +105,19 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
     return layers
 
 
+def check_paths(input_file: str | os.PathLike, output_file: str | os.PathLike) -> None:
+    """Refuse an output that would replace a folder or the input itself (the rename would destroy it).
+
+    Raises:
+        ValueError: naming the path.
+    """
+    output = Path(output_file)
+    if output.is_dir():
+        raise ValueError(f"--output-file {output} is a folder; expected a file name (e.g. {output}/features.jsonl)")
+    if output.exists() and Path(input_file).exists() and output.resolve() == Path(input_file).resolve():
+        raise ValueError(f"--output-file {output} is the input file; choose another name")
+
+
 @torch.no_grad()
 def extract(model: BertModel, features: Sequence[InputFeatures], layers: Sequence[int], batch_size: int = 32,
             device: str | torch.device = "cpu", progress: bool = True) -> Iterator[dict]:
@@ -113,6 +126,8 @@ def extract(model: BertModel, features: Sequence[InputFeatures], layers: Sequenc
     Yields:
         {"linex_index": ..., "features": [{"token": ..., "layers": [{"index": ..., "values": [...]}]}]}
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     model.eval().to(device)
     with tqdm(total=len(features), desc="extract-features", unit="line", disable=not progress) as bar:
         for start in range(0, len(features), batch_size):
@@ -155,14 +170,24 @@ def extract_features(input_file: str | os.PathLike, output_file: str | os.PathLi
     Returns:
         The number of lines written.
     """
+    check_paths(input_file, output_file)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = BertModel.from_pretrained(model_name_or_path, cache_dir=cache_dir)
     tokenizer = BertTokenizer.from_pretrained(model_name_or_path, do_lower_case=do_lower_case, cache_dir=cache_dir)
+    if len(tokenizer.vocab) > model.config.vocab_size:  # ids past the embedding matrix: wrong vocab for the model
+        raise ValueError(f"{tokenizer.vocab_file}: {len(tokenizer.vocab)} tokens, but the model's config has "
+                         f"vocab_size {model.config.vocab_size}; the vocab does not belong to this model")
     chosen = parse_layers(layers, model.config.num_hidden_layers)
     if max_seq_length > model.config.max_position_embeddings:
         raise ValueError(f"--max-seq-length {max_seq_length} exceeds the model's "
                          f"max_position_embeddings ({model.config.max_position_embeddings})")
-    features = convert_examples_to_features(read_examples(input_file), max_seq_length, tokenizer)
+    examples = read_examples(input_file)
+    if not examples:
+        raise ValueError(f"{input_file}: no lines to extract features from (expected one sentence, "
+                         "or 'A ||| B', per line)")
+    features = convert_examples_to_features(examples, max_seq_length, tokenizer)
     with atomic_path(output_file) as tmp, open(tmp, "w", encoding="utf-8") as writer:
         for record in extract(model, features, chosen, batch_size, device, progress):
             writer.write(json.dumps(record) + "\n")

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from bert.config import BertConfig
+from bert.config import BertConfig, read_json_object
 from bert.fileio import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
             state_dict = load_file(str(path))
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused something: say what, in one line
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"it would call {found.group(1)}" if found else "it holds objects other than tensors"
+        raise ValueError(f"{path}: not a readable weights file: refused, {what} (loading never runs pickled "
+                         "code, only tensors are read; re-save the weights as model.safetensors from a trusted "
+                         "copy)") from None
     except Exception as err:  # every reader error means the same thing to the user
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a readable weights file ({reason[:200]})") from None
@@ -101,11 +108,17 @@ def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Tensor], sourc
     expected = {k for k in own if k not in TIED_KEYS}
     adapted = adapt_state_dict(state_dict, expected)
     for key, value in adapted.items():
-        if key in own and own[key].shape != value.shape:
+        if key not in own:
+            continue
+        if own[key].shape != value.shape:
             raise ValueError(
                 f"{source}: parameter {key} has shape {tuple(value.shape)} in the checkpoint, "
                 f"expected {tuple(own[key].shape)} by the model config"
             )
+        if own[key].is_floating_point() and not value.is_floating_point():  # ints, bools: not weights
+            raise ValueError(f"{source}: parameter {key} is {value.dtype} in the checkpoint, expected floating point")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{source}: parameter {key} holds NaN or infinite values; the checkpoint is damaged")
     missing = sorted(expected - adapted.keys())
     unexpected = sorted(k for k in adapted.keys() - own.keys() if k not in TIED_KEYS)
     encoder_missing = [k for k in missing if _is_encoder_key(k)]
@@ -121,6 +134,41 @@ def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Tensor], sourc
     if unexpected:
         logger.info("%s: checkpoint weights not used by %s: %s", source, type(model).__name__, ", ".join(unexpected))
     return LoadReport(missing=missing, unexpected=unexpected, newly_initialized=missing)
+
+
+# config field -> (bare parameter name, dimension) of the same size. A config larger than its weights is
+# refused before the model is built, so that a config.json claiming a huge model never allocates it (a
+# smaller one fails in load_weights, which names each parameter and both shapes).
+_CONFIG_SHAPES = {
+    "vocab_size": ("embeddings.word_embeddings.weight", 0),
+    "hidden_size": ("embeddings.word_embeddings.weight", 1),
+    "max_position_embeddings": ("embeddings.position_embeddings.weight", 0),
+    "type_vocab_size": ("embeddings.token_type_embeddings.weight", 0),
+    "intermediate_size": ("encoder.layer.0.intermediate.dense.weight", 0),
+}
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def check_config_matches(config: BertConfig, state_dict: Mapping[str, Tensor], config_source: str,
+                         weights_source: str) -> None:
+    """Refuse a config whose sizes exceed the checkpoint's tensors, before any model is allocated.
+
+    Raises:
+        ValueError: naming the config field, its value and the tensor that is smaller.
+    """
+    bare = {}
+    for key, value in state_dict.items():
+        key = normalize_key(key)
+        bare[key[len("bert."):] if key.startswith("bert.") else key] = value
+    for field, (name, dim) in _CONFIG_SHAPES.items():
+        tensor = bare.get(name)
+        if tensor is not None and tensor.dim() > dim and tensor.shape[dim] < getattr(config, field):
+            raise ValueError(f"{config_source}: {field} is {getattr(config, field)}, but {weights_source} has "
+                             f"{name} of shape {tuple(tensor.shape)}")
+    layers = {int(m.group(1)) for m in map(_LAYER.match, bare) if m}
+    if layers and config.num_hidden_layers > max(layers) + 1:  # fewer is fine: the extra layers go unused
+        raise ValueError(f"{config_source}: num_hidden_layers is {config.num_hidden_layers}, but {weights_source} "
+                         f"has {max(layers) + 1} layers")
 
 
 def _is_encoder_key(key: str) -> bool:
@@ -168,7 +216,7 @@ class PreTrainedBertMixin:
         """
         folder = resolve_model_dir(name_or_path, cache_dir)
         config_file = find_file(folder, CONFIG_NAMES, "config file")
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
+        raw = read_json_object(config_file)
         config_fields = {f.name for f in dataclasses.fields(BertConfig)}
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in config_fields}
         try:
@@ -177,13 +225,17 @@ class PreTrainedBertMixin:
             raise ValueError(f"{config_file}: {err}") from None
         for key in ("num_labels", "num_choices"):  # what save_pretrained recorded, unless overridden
             if key in raw and key not in kwargs and key in cls.__init__.__code__.co_varnames:
-                kwargs[key] = raw[key]
-        model = cls(config, **kwargs)
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{config_file}: {key} must be a positive integer, got {value!r}")
+                kwargs[key] = value
         if state_dict is None:
             weights_file = find_file(folder, WEIGHTS_NAMES, "weights file")
             state_dict, source = load_state_dict_file(weights_file), str(weights_file)
         else:
             source = "state_dict"
+        check_config_matches(config, state_dict, str(config_file), source)
+        model = cls(config, **kwargs)
         model.load_report = load_weights(model, state_dict, source)
         return model.eval()
 
