@@ -1,4 +1,4 @@
-"""Stage corpus of the pre-training pipeline: the text to pre-train on, one sentence per line.
+"""Stage builtin_corpus of the pre-training pipeline: the text to pre-train on, one sentence per line.
 
     python -m stages.builtin_corpus --params pretrain/params.yaml --out pretrain/data/corpus
 
@@ -173,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.info("corpus: %s, %d documents, %d bytes -> %s", record["source"], record["num_documents"],
                     record["bytes"], args.out / CORPUS_FILE)
 
-    return run_stage("corpus", body)
+    return run_stage("builtin_corpus", body)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_
 from bert.modeling import BertForPreTraining
 from bert.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
 from stages.common import atomic_outputs, environment, require_input, run_stage, write_json
-from stages.finetune import prepare_work_dir
+from stages.finetune import history_streamer, prepare_work_dir
 from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
 
 logger = logging.getLogger("stages.pretrain")
@@ -123,11 +123,11 @@ def evaluate_pretraining(model: BertForPreTraining, dataset: PretrainingDataset,
 
 def load_split(instances_dir: Path, split: str, model_dir: Path) -> PretrainingDataset:
     """Open an instances split, checking it was made with the model folder's vocab."""
-    dataset = PretrainingDataset(require_input(instances_dir / split, "instances", "pre-training instances"))
+    dataset = PretrainingDataset(require_input(instances_dir / split, "pretrain_data", "pre-training instances"))
     vocab = model_dir / "vocab.txt"
     if vocab.is_file() and sha256_of(vocab) != dataset.manifest.vocab_sha256:
         raise ValueError(f"{instances_dir / split}: made with another vocabulary than {vocab}; "
-                         f"re-run the instances stage")
+                         f"re-run the pretrain_data stage")
     return dataset
 
 
@@ -146,15 +146,17 @@ def load_model(model_dir: Path, max_seq_length: int, seed: int) -> tuple[BertFor
     return model, new
 
 
-def write_outputs(model: BertForPreTraining, result: FitResult, metrics: dict, model_dir: Path, out: Path,
-                  metrics_file: Path, history: Path) -> None:
-    """Rank 0: the model folder, metrics.json and the history, all or none."""
+def write_outputs(model: BertForPreTraining, result: FitResult, metrics: dict, params: PretrainParams,
+                  model_dir: Path, out: Path, metrics_file: Path, history: Path) -> None:
+    """Rank 0: the model folder (with pretraining.json: metrics, params, environment), metrics.json
+    and the history, all or none."""
     with atomic_outputs(out, metrics_file, history) as (tmp_out, tmp_metrics, tmp_history):
         model.save_pretrained(tmp_out)
         for name in ("vocab.txt", "tokenizer_config.json"):
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp_out / name)
-        write_json(tmp_out / "pretraining.json", metrics)
+        write_json(tmp_out / "pretraining.json", {**metrics, "start_model": str(model_dir),
+                                                  "params": dataclasses.asdict(params), "environment": environment()})
         write_json(tmp_metrics, metrics)
         write_json(tmp_history, [dict(point) for point in result.history])
 
@@ -182,7 +184,7 @@ def pretrain(params: PretrainParams, model_dir: Path, instances_dir: Path, work:
         logger.info("before: %s", before)
     ctx.barrier()
     result = fit(model, train, functools.partial(pretraining_collate, pad_id=PAD_ID), cfg, work, ctx=ctx,
-                 lengths=train.lengths)
+                 lengths=train.lengths, on_log=history_streamer())  # MLflow's wrapper tails the stream
     metrics = None
     if ctx.is_main:
         after = evaluate_pretraining(model, eval_set, params.eval_batch_size, ctx.device)
@@ -194,7 +196,6 @@ def pretrain(params: PretrainParams, model_dir: Path, instances_dir: Path, work:
             "global_steps": result.global_steps, "seconds": result.seconds,
             "sequences_per_second": result.sequences_per_second, "skipped_steps": result.skipped_steps,
             "final_train_loss": result.history[-1]["loss"] if result.history else None,
-            "params": dataclasses.asdict(params), "environment": environment(),
         }
     return model, result, metrics, ctx
 
@@ -219,7 +220,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             model, result, metrics, ctx = pretrain(params, args.model, args.instances, args.work, local_rank)
             if ctx.is_main:
-                write_outputs(model, result, metrics, args.model, args.out, args.metrics, args.history)
+                write_outputs(model, result, metrics, params, args.model, args.out, args.metrics, args.history)
                 shutil.rmtree(args.work / "checkpoints", ignore_errors=True)  # the run is complete
                 logger.info("MLM loss %.3f -> %.3f, accuracy %.3f -> %.3f; NSP accuracy %.3f -> %.3f -> %s",
                             metrics["before"]["mlm_loss"], metrics["mlm_loss"], metrics["before"]["mlm_accuracy"],

@@ -1,4 +1,4 @@
-"""Stage instances of the pre-training pipeline: corpus text -> masked LM + next sentence tensors.
+"""Stage pretrain_data of the pre-training pipeline: corpus text -> masked LM + next sentence tensors.
 
     python -m stages.pretrain_data --params pretrain/params.yaml --corpus pretrain/data/corpus \\
         --model pretrain/data/model --out pretrain/data/instances
@@ -115,7 +115,7 @@ def make_split(name: str, documents: Sequence[Document], tokenizer: BertTokenize
 
 def build_instances(params: InstancesParams, corpus_dir: Path, model_dir: Path, out: Path) -> dict[str, CacheManifest]:
     """Tokenize the corpus with the model's vocab and write the train and dev splits under `out`."""
-    corpus = require_input(corpus_dir / CORPUS_FILE, "corpus", "corpus text")
+    corpus = require_input(corpus_dir / CORPUS_FILE, "builtin_corpus", "corpus text")
     vocab_file = require_input(model_dir / "vocab.txt", "convert", "model vocab")
     tokenizer = BertTokenizer(vocab_file, do_lower_case=params.do_lower_case)
     documents = read_corpus(corpus, tokenizer)
@@ -148,7 +148,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             tmp.mkdir()
             build_instances(params, args.corpus, args.model, tmp)
 
-    return run_stage("instances", body)
+    return run_stage("pretrain_data", body)
 
 
 if __name__ == "__main__":

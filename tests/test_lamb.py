@@ -147,3 +147,23 @@ def test_fits_a_small_regression_in_float32():
 def test_bad_hyper_parameters_are_named(kwargs, word):
     with pytest.raises(ValueError, match=word):
         Lamb([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+def test_engine_builds_lamb_with_no_decay_groups(tiny_config):
+    """Live once the engine offers optimizer "lamb" (the wiring proposed in the pre-training report)."""
+    from bert.engine.config import OPTIMIZERS, TrainConfig
+
+    if "lamb" not in OPTIMIZERS:
+        pytest.skip("the engine has no lamb option yet (bert/engine/optim.py)")
+    from bert.engine.optim import build_optimizer
+    from bert.modeling import BertForPreTraining
+
+    model = BertForPreTraining(tiny_config)
+    bundle = build_optimizer(model, TrainConfig(optimizer="lamb", weight_decay=0.01, max_grad_norm=1.0), 10)
+    assert isinstance(bundle.optimizer, Lamb)
+    assert bundle.scheduler is not None and bundle.clip_global_norm == 1.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in bundle.optimizer.param_groups:
+        for p in group["params"]:
+            no_decay = names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)]
+            assert group["weight_decay"] == (0.0 if no_decay else 0.01), names[id(p)]
