@@ -268,6 +268,15 @@ class Trainer:
         """Train until the configured number of steps; returns the FitResult."""
         cfg, ctx = self.cfg, self.ctx
         latest = ckpt.latest_checkpoint(self.work_dir) if cfg.resume else None
+        if ctx.distributed:
+            # Every rank reads the checkpoint rank 0 wrote: they must all see the same one.
+            found = torch.tensor([ckpt.list_checkpoints(self.work_dir)[-1][0] if latest else -1],
+                                 device=ctx.device)
+            low, high = -ctx.all_reduce_max(-found.clone()), ctx.all_reduce_max(found.clone())
+            if int(low) != int(high):
+                raise ValueError(f"{ckpt.checkpoint_dir(self.work_dir)}: the ranks see different "
+                                 f"checkpoints (steps {int(low)} to {int(high)}; -1 = none): the work "
+                                 f"folder must be on a file system shared by all nodes")
         if latest is not None:
             self.restore(latest)
         elif ctx.is_main and ckpt.list_checkpoints(self.work_dir):
