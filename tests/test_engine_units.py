@@ -244,3 +244,25 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
 def test_dist_context_defaults_to_one_cpu_process():
     ctx = DistContext()
     assert ctx.world_size == 1 and ctx.device.type == "cpu" and ctx.is_main
+
+
+@pytest.mark.parametrize("name", ["bertadam", "adamw", "lamb"])
+def test_optimizers_skip_decay_on_bias_and_layer_norm_and_share_the_schedule(name):
+    from bert.engine.optim import build_optimizer
+    from test_engine_helpers import tiny_model
+
+    model = tiny_model()
+    bundle = build_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.01, learning_rate=1.0,
+                                                warmup_proportion=0.1), total_steps=100)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = 0
+    for group in bundle.optimizer.param_groups:
+        for p in group["params"]:
+            no_decay = names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)]
+            assert group["weight_decay"] == (0.0 if no_decay else 0.01), names[id(p)]
+            seen += 1
+    assert seen == len(names)
+    # warmup_linear over 100 steps with 10% warmup: 0 at the start, 1 at step 10, 0.5 at step 55.
+    assert [bundle.learning_rate(1.0, s) for s in (0, 5, 10, 55)] == pytest.approx([0, 0.5, 1, 0.5])
+    assert (bundle.scheduler is None) == (name == "bertadam")
+    assert bundle.clip_global_norm == (0.0 if name == "bertadam" else 1.0)

@@ -9,7 +9,7 @@ from typing import Any
 
 from bert.engine.precision import PRECISIONS
 
-OPTIMIZERS = ("bertadam", "adamw")
+OPTIMIZERS = ("bertadam", "adamw", "lamb")
 
 # Settings that change the training trajectory: a checkpoint written with other values cannot be
 # resumed. (grad_accum_steps and the world size do not change it, by construction.)

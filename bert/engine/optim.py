@@ -1,8 +1,9 @@
-"""The optimizer and learning-rate schedule of a run: BertAdam (as the seed) or torch AdamW.
+"""The optimizer and learning-rate schedule of a run: BertAdam (as the seed), torch AdamW, or LAMB.
 
 BertAdam applies its schedule, weight decay and per-parameter gradient clipping itself, as
-pytorch-pretrained-bert did. AdamW gets the same schedule through LambdaLR and the engine clips the
-global gradient norm. Both skip decay on biases and LayerNorm weights.
+pytorch-pretrained-bert did. AdamW and LAMB (large-batch pre-training, bert/lamb.py) get the same
+schedule through LambdaLR and the engine clips the global gradient norm. All skip decay on biases
+and LayerNorm weights.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int) -> Opt
                        max_grad_norm=cfg.max_grad_norm)
         return OptimizerBundle(opt, None, schedule_fn, 0.0)
     # eps 1e-6 as BertAdam and Google's AdamWeightDecayOptimizer; the groups carry their decay.
-    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=1e-6, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lamb":
+        from bert.lamb import Lamb
+
+        opt: torch.optim.Optimizer = Lamb(groups, lr=cfg.learning_rate, eps=1e-6,
+                                          weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=1e-6, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule_fn)
     return OptimizerBundle(opt, scheduler, schedule_fn, cfg.max_grad_norm)
