@@ -101,7 +101,7 @@ TRACEBACK = "Traceback (most recent call last)"
 
 def error_lines(stderr: str) -> list[str]:
     """The error lines of a ``bert`` command (``bert X: error: ...``) or a stage (an ERROR log record)."""
-    return [line for line in stderr.splitlines() if re.match(r"^bert [\w-]+: error: ", line) or " ERROR " in line]
+    return [line for line in stderr.splitlines() if re.match(r"^bert( [\w-]+)?: error: ", line) or " ERROR " in line]
 
 
 def assert_one_clear_error(returncode: int, stderr: str, *fragments: str) -> str:
