@@ -194,7 +194,7 @@ def read_tf_checkpoint(prefix: str | os.PathLike, include_optimizer: bool = Fals
         names = sorted(reader.get_variable_to_shape_map())
         return {name: np.asarray(reader.get_tensor(name)) for name in names
                 if include_optimizer or not is_optimizer_variable(name)}
-    except (tf.errors.OpError, ValueError) as err:
+    except Exception as err:  # OpError, and IndexError / ValueError from a truncated data file alike
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{prefix}: not a readable TF checkpoint ({reason[:200]})") from None
 

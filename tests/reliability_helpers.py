@@ -183,6 +183,36 @@ def write_params(path: Path, **replacements: str) -> Path:
 
 
 SMALL_DATA = {"train_examples: 512": "train_examples: 24", "dev_examples: 200": "dev_examples: 8"}
+# A short, checkpointed fine-tuning: 48 examples, batch 4, 2 epochs = 24 steps, a checkpoint every 2.
+QUICK_TRAINING = {"train_examples: 512": "train_examples: 48", "dev_examples: 200": "dev_examples: 8",
+                  "epochs: 3.0": "epochs: 2.0", "global_batch_size: 32": "global_batch_size: 4",
+                  "checkpoint_every: 0 ": "checkpoint_every: 2 ", "log_every: 5 ": "log_every: 1 ",
+                  "max_seq_length: 64": "max_seq_length: 32"}
+
+
+def finetune_inputs(root: Path, vocab_file: Path, task: str = "demo-pair") -> dict[str, Path]:
+    """params.yaml (QUICK_TRAINING), a tiny model folder and the task's features, made by the stages.
+
+    Returns:
+        {"params", "model", "raw", "features"} paths under root.
+    """
+    from stages import download, tokenize
+
+    paths = {"params": write_params(root / "params.yaml", **QUICK_TRAINING), "model": root / "model",
+             "raw": root / "raw", "features": root / "features"}
+    make_tiny_model(paths["model"], vocab_file)
+    common = ["--params", str(paths["params"]), "--task", task]
+    assert download.main([*common, "--out", str(paths["raw"])]) == 0
+    assert tokenize.main([*common, "--data", str(paths["raw"]), "--model", str(paths["model"]),
+                          "--out", str(paths["features"])]) == 0
+    return paths
+
+
+def finetune_args(paths: dict[str, Path], out: Path, work: Path, task: str = "demo-pair", seed: int = 1) -> list[str]:
+    """The arguments of stages.finetune for finetune_inputs' files."""
+    return ["--params", str(paths["params"]), "--task", task, "--seed", str(seed), "--features",
+            str(paths["features"]), "--model", str(paths["model"]), "--out", str(out), "--history",
+            str(out.parent / f"{out.name}.history.json"), "--work", str(work)]
 
 
 # ----------------------------------------------------------------------------------------------
