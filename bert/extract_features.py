@@ -176,6 +176,10 @@ def extract_features(input_file: str | os.PathLike, output_file: str | os.PathLi
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = BertModel.from_pretrained(model_name_or_path, cache_dir=cache_dir)
     tokenizer = BertTokenizer.from_pretrained(model_name_or_path, do_lower_case=do_lower_case, cache_dir=cache_dir)
+    missing = [token for token in ("[CLS]", "[SEP]") if token not in tokenizer.vocab]
+    if missing:  # every line is framed with them; without, they would silently become [UNK]
+        raise ValueError(f"{tokenizer.vocab_file}: no {' or '.join(missing)} token; a BERT vocab frames every "
+                         "input as [CLS] A [SEP] (B [SEP])")
     if len(tokenizer.vocab) > model.config.vocab_size:  # ids past the embedding matrix: wrong vocab for the model
         raise ValueError(f"{tokenizer.vocab_file}: {len(tokenizer.vocab)} tokens, but the model's config has "
                          f"vocab_size {model.config.vocab_size}; the vocab does not belong to this model")
