@@ -10,9 +10,10 @@ one ``random.Random(seed)`` in exactly the original's order, so a seed gives the
         ─► [CLS] A [SEP] B [SEP] ─► mask 15% (80% [MASK], 10% random word, 10% kept)
     ─► shuffle instances
 
-    # tokens:      [CLS] the cat [MASK] on the mat [SEP] dogs bark loud ##ly [SEP]
-    # segment_ids:   0    0   0    0    0   0   0    0     1    1    1    1    1
-    # masked_lm_labels (per position, -1 where nothing is predicted): ... sat at position 3 ...
+    # tokens:            [CLS] the cat [MASK] on the mat [SEP] it was warm [SEP]
+    # segment_ids:         0    0   0    0    0   0   0    0    1   1   1     1
+    # masked_lm_labels:   -1   -1  -1   sat  -1  -1  -1   -1   -1  -1  -1    -1   (ids; -1: not predicted)
+    # next_sentence_label: 0 (B is A's actual next; 1: B is a random span of another document)
 
 Features are stored in bert.cache's folder format (see ``write_pretraining_cache``).
 """

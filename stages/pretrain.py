@@ -14,9 +14,9 @@ folder (config.json + model.safetensors + vocab.txt: the fine-tuning pipeline ta
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
-import json
 import logging
 import shutil
 import sys
@@ -26,6 +26,7 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
 
 from bert.download import sha256_of
 from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed, strip_launcher_args
@@ -37,6 +38,7 @@ from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
 
 logger = logging.getLogger("stages.pretrain")
 PAD_ID = 0  # BERT vocabularies put [PAD] first
+TRAIN_EVAL_LIMIT = 2048  # instances evaluated when the corpus has no held-out documents
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class PretrainMetrics:
 
 
 @torch.no_grad()
-def evaluate_pretraining(model: BertForPreTraining, dataset: PretrainingDataset, batch_size: int,
+def evaluate_pretraining(model: BertForPreTraining, dataset: Dataset, batch_size: int,
                          device: torch.device) -> PretrainMetrics:
     """Masked LM and next sentence loss and accuracy of `model` on `dataset` (the model's own loss definition).
 
@@ -91,7 +93,7 @@ def evaluate_pretraining(model: BertForPreTraining, dataset: PretrainingDataset,
 
     Args:
         model: the pre-training model (put in eval mode, then back in the mode it was in).
-        dataset: PretrainingDataset.
+        dataset: a PretrainingDataset (or a Subset of one).
         batch_size: instances per forward pass.
         device: where the model is.
     Returns:
@@ -167,7 +169,10 @@ def pretrain(params: PretrainParams, model_dir: Path, instances_dir: Path, work:
     ctx = setup_distributed(local_rank)
     train = load_split(instances_dir, "train", model_dir)
     dev = load_split(instances_dir, "dev", model_dir)
-    eval_split, eval_set = ("dev", dev) if len(dev) else ("train", train)
+    eval_split, eval_set = "dev", dev
+    if not len(dev):  # no held-out documents: the first train instances (shuffled) stand in
+        k = min(len(train), TRAIN_EVAL_LIMIT)
+        eval_split, eval_set = f"train[:{k}]", Subset(train, range(k))
     if not len(train):
         raise ValueError(f"{instances_dir / 'train'}: no training instances (is the corpus empty?)")
     if ctx.world_size != params.nproc:
@@ -202,8 +207,6 @@ def pretrain(params: PretrainParams, model_dir: Path, instances_dir: Path, work:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
-    import argparse
-
     argv, local_rank = strip_launcher_args(sys.argv[1:] if argv is None else argv)  # the old launcher's --local_rank
     parser = argparse.ArgumentParser(prog="python -m stages.pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=DEFAULT_PRETRAIN_PARAMS)

@@ -71,17 +71,15 @@ def tiny_start(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, tiny_start):
-    root = tmp_path_factory.mktemp("pretrain")
+def pretrain_tiny(root: Path, start: Path) -> dict:
+    """The tiny model pre-trained on about 240 KB of generated text: 2 epochs of 32-token pairs."""
     params = write_params(root / "params.yaml",
                           corpus={"builtin.documents": 400, "builtin.seed": 3},
                           instances={"max_seq_length": 32, "dupe_factor": 2, "dev_documents": 20},
                           pretrain={"epochs": 2.0, "learning_rate": 3e-3, "global_batch_size": 32,
                                     "optimizer": "adamw", "warmup_proportion": 0.05, "checkpoint_every": 100,
                                     "log_every": 10})
-    metrics = run_pipeline(root, params, tiny_start)
-    return root, metrics
+    return run_pipeline(root, params, start)
 
 
 def unigram_cross_entropy(train: PretrainingDataset, dev: PretrainingDataset) -> float:
@@ -99,8 +97,11 @@ def unigram_cross_entropy(train: PretrainingDataset, dev: PretrainingDataset) ->
     return loss / n
 
 
-def test_pretraining_lowers_the_masked_lm_loss(pretrained):
-    root, metrics = pretrained
+# One test, not three sharing a fixture: under pytest-xdist a module fixture would train once per worker.
+def test_pretraining_lowers_the_masked_lm_loss_and_the_result_fine_tunes(tmp_path, tiny_start):
+    root = tmp_path / "pretrain"
+    root.mkdir()
+    metrics = pretrain_tiny(root, tiny_start)
     corpus_bytes = (root / "corpus" / "corpus.txt").stat().st_size
     before, after = metrics["before"], metrics["after"]
     unigram = unigram_cross_entropy(PretrainingDataset(root / "instances" / "train"),
@@ -122,9 +123,7 @@ def test_pretraining_lowers_the_masked_lm_loss(pretrained):
     assert history[-1]["loss"] < history[0]["loss"]
     assert not (root / "work" / "checkpoints").exists()  # dropped once the run has finished
 
-
-def test_evaluation_uses_the_models_own_loss(pretrained):
-    root, _ = pretrained
+    # The stage's evaluation is the model's own loss definition.
     model = BertForPreTraining.from_pretrained(root / "model")
     dev = PretrainingDataset(root / "instances" / "dev")
     batch = pretraining_collate([dev[i] for i in range(16)])
@@ -134,14 +133,11 @@ def test_evaluation_uses_the_models_own_loss(pretrained):
     assert got.mlm_loss + got.nsp_loss == pytest.approx(loss, abs=1e-5)
     # and the saved folder is the trained model: its dev figures are the stage's "after" figures
     full = pretrain.evaluate_pretraining(model, dev, 64, torch.device("cpu"))
-    metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
     assert full.mlm_loss == pytest.approx(metrics["after"]["mlm_loss"], abs=1e-5)
 
-
-def test_the_result_fine_tunes_through_the_pipeline(pretrained, tmp_path):
+    # It loads as a fine-tuning start, and goes through the fine-tuning pipeline's stages as model.name.
     from stages import convert, download, finetune, tokenize
 
-    root, _ = pretrained
     model = BertForSequenceClassification.from_pretrained(root / "model", num_labels=2)
     assert model.load_report.missing == ["classifier.bias", "classifier.weight"]
     trained = BertForPreTraining.from_pretrained(root / "model").state_dict()
@@ -154,7 +150,7 @@ def test_the_result_fine_tunes_through_the_pipeline(pretrained, tmp_path):
     params["data"]["builtin"].update(train_examples=64, dev_examples=32)
     params["tokenize"]["max_seq_length"] = 32
     params["finetune"].update(epochs=1.0, global_batch_size=16, checkpoint_every=0)
-    main_params = tmp_path / "params.yaml"
+    main_params = tmp_path / "main_params.yaml"
     main_params.write_text(yaml.safe_dump(params), encoding="utf-8")
     p = ["--params", str(main_params)]
     assert convert.main(p + ["--out", str(tmp_path / "pretrained")]) == 0
@@ -192,9 +188,12 @@ def test_minilm_gets_new_heads_and_says_so(tmp_path, minilm_dir, caplog):
     assert saved.load_report.missing == [] and (tmp_path / "model" / "vocab.txt").is_file()
 
 
-def test_bad_inputs_fail_naming_what_is_wrong(tmp_path, tiny_start, minilm_dir, pretrained, caplog):
-    root, _ = pretrained
-    params = write_params(tmp_path / "params.yaml")
+def test_bad_inputs_fail_naming_what_is_wrong(tmp_path, tiny_start, minilm_dir, caplog):
+    params = write_params(tmp_path / "params.yaml", corpus={"builtin.documents": 5},
+                          instances={"max_seq_length": 32, "dev_documents": 1})
+    assert builtin_corpus.main(["--params", str(params), "--out", str(tmp_path / "corpus")]) == 0
+    assert pretrain_data.main(["--params", str(params), "--corpus", str(tmp_path / "corpus"), "--model",
+                               str(tiny_start), "--out", str(tmp_path / "instances")]) == 0
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
         args = stage_args(out, params, tiny_start)
@@ -204,7 +203,7 @@ def test_bad_inputs_fail_naming_what_is_wrong(tmp_path, tiny_start, minilm_dir, 
         caplog.clear()
         # instances of the tiny vocab, model MiniLM
         args = stage_args(out, params, minilm_dir)
-        args[args.index("--instances") + 1] = str(root / "instances")
+        args[args.index("--instances") + 1] = str(tmp_path / "instances")
         assert pretrain.main(args) == 1
         assert "another vocabulary" in caplog.text
         caplog.clear()
@@ -233,12 +232,16 @@ def test_local_corpus_and_shipped_params(tmp_path, tiny_start):
     assert manifest["task"] == "pretrain" and manifest["num_examples"] == 6 and manifest["max_seq_length"] == 32
     assert manifest["extra"]["sequence_label_keys"] == ["masked_lm_labels"]
     assert json.loads((tmp_path / "instances" / "dev" / "manifest.json").read_text())["num_features"] == 0
+    write_params(params, corpus={"source": "local", "local_file": str(tmp_path / "mine.txt")},
+                 instances={"dev_documents": 0, "max_seq_length": 32}, pretrain={"epochs": 0.1, "checkpoint_every": 0})
+    assert pretrain.main(stage_args(tmp_path, params, tiny_start)) == 0
+    n = manifest["num_features"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["eval_split"] == f"train[:{n}]"
     # every section of the shipped params file is complete and valid
     shipped = REPO / "pretrain" / "params.yaml"
     for section, cls in [("corpus", builtin_corpus.CorpusParams), ("instances", pretrain_data.InstancesParams),
                          ("pretrain", pretrain.PretrainParams)]:
         pretrain_data.load_pretrain_section(section, cls, shipped)
-    shutil.rmtree(tmp_path / "instances")
 
 
 @pytest.mark.slow
