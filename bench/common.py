@@ -65,6 +65,26 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, warmup
     return {n: Timing(n, statistics.median(s), min(s), max(s), len(s)) for n, s in samples.items()}
 
 
+def add_timing_args(parser) -> None:
+    """--threads and --cpu-time, shared by the benchmarks."""
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread, timed in CPU seconds of this process: the work done, robust to "
+                             "other processes' load (wall time is the default)")
+
+
+def timing_setup(args) -> Callable[[], float]:
+    """Apply --threads / --cpu-time; return the clock to time with."""
+    import torch
+
+    if args.cpu_time:
+        torch.set_num_threads(1)
+        return time.process_time
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return time.perf_counter
+
+
 def cpu_model() -> str:
     """The processor's name from /proc/cpuinfo (or platform's guess elsewhere)."""
     try:

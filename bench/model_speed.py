@@ -16,7 +16,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from common import REPO_ROOT, interleaved, machine_info, table, write_json
+from common import REPO_ROOT, add_timing_args, interleaved, machine_info, table, timing_setup, write_json
 
 import torch
 
@@ -61,14 +61,19 @@ def padded_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, t
     return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
 
 
-def _outputs(model: torch.nn.Module, inputs: dict, ours: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if ours:
-        return tuple(model(**inputs, output_all_encoded_layers=False))
-    out = model(**inputs)
-    return out.last_hidden_state, out.pooler_output
+CONTENDERS = {"ours": "our BertModel (padded computation, the default)",
+              "ours_skip": "our BertModel with skip_padding=True (real tokens only)",
+              "hf": "HF transformers' BertModel (SDPA attention)"}
 
 
-def make_step(model, inputs, ours: bool, train: bool, precision: str):
+def _outputs(model: torch.nn.Module, inputs: dict, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if who == "hf":
+        out = model(**inputs)
+        return out.last_hidden_state, out.pooler_output
+    return tuple(model(**inputs, output_all_encoded_layers=False, skip_padding=who == "ours_skip"))
+
+
+def make_step(model, inputs, who: str, train: bool, precision: str):
     """One unit of work: a no-grad forward in eval mode, or forward+backward in train mode."""
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     mask = inputs["attention_mask"].bool()
@@ -76,13 +81,13 @@ def make_step(model, inputs, ours: bool, train: bool, precision: str):
     def forward():
         model.eval()
         with torch.no_grad(), autocast:
-            _outputs(model, inputs, ours)
+            _outputs(model, inputs, who)
 
     def train_step():
         model.train()
         model.zero_grad(set_to_none=True)
         with autocast:
-            last, pooled = _outputs(model, inputs, ours)
+            last, pooled = _outputs(model, inputs, who)
             # A loss that reads every real token and the pooled vector, as a fine-tuning head would.
             loss = last[mask].float().pow(2).mean() + pooled.float().pow(2).mean()
         loss.backward()
@@ -90,22 +95,22 @@ def make_step(model, inputs, ours: bool, train: bool, precision: str):
     return train_step if train else forward
 
 
-def run_case(pair, model_name: str, batch: int, seq: int, precision: str, train: bool, rounds: int) -> dict:
+def run_case(pair, model_name: str, batch: int, seq: int, precision: str, train: bool, rounds: int,
+             clock) -> dict:
     ours, theirs = pair
     inputs = padded_batch(batch, seq, ours.config.vocab_size)
-    timings = interleaved({
-        "ours": make_step(ours, inputs, True, train, precision),
-        "hf": make_step(theirs, inputs, False, train, precision),
-    }, rounds=rounds, warmup=1)
-    row = {
-        "model": model_name, "mode": "fwd+bwd" if train else "forward", "precision": precision,
-        "batch": batch, "seq": seq, "fill": round(inputs["attention_mask"].float().mean().item(), 3),
-        "ours_s": timings["ours"].median_s, "hf_s": timings["hf"].median_s,
-        "speedup": timings["hf"].median_s / timings["ours"].median_s,
-        "timings": {k: v.to_dict() for k, v in timings.items()},
-    }
-    log.info("%s %s %s b%d s%d: ours %.3fs hf %.3fs -> %.2fx", model_name, row["mode"], precision, batch, seq,
-             row["ours_s"], row["hf_s"], row["speedup"])
+    models = {"ours": ours, "ours_skip": ours, "hf": theirs}
+    timings = interleaved({who: make_step(models[who], inputs, who, train, precision) for who in CONTENDERS},
+                          rounds=rounds, warmup=1, clock=clock)
+    row = {"model": model_name, "mode": "fwd+bwd" if train else "forward", "precision": precision,
+           "batch": batch, "seq": seq, "fill": round(inputs["attention_mask"].float().mean().item(), 3)}
+    row.update({f"{who}_s": timings[who].median_s for who in CONTENDERS})
+    row["speedup"] = row["hf_s"] / row["ours_s"]
+    row["speedup_skip"] = row["hf_s"] / row["ours_skip_s"]
+    row["timings"] = {k: v.to_dict() for k, v in timings.items()}
+    log.info("%s %s %s b%d s%d: ours %.3fs, ours skip_padding %.3fs, hf %.3fs -> %.2fx, %.2fx", model_name,
+             row["mode"], precision, batch, seq, row["ours_s"], row["ours_skip_s"], row["hf_s"], row["speedup"],
+             row["speedup_skip"])
     return row
 
 
@@ -122,12 +127,11 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=["forward", "fwd+bwd"], choices=["forward", "fwd+bwd"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_timing_args(parser)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "model_speed.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = timing_setup(args)
     rows = []
     for model_name in args.models:
         pair = build_pair(model_name)
@@ -135,10 +139,12 @@ def main(argv=None) -> int:
             for precision in args.precisions:
                 for mode in args.modes:
                     rows.append(run_case(pair, model_name, batch_for(model_name, seq, args.batch), seq,
-                                         precision, mode == "fwd+bwd", args.rounds))
-    payload = {"machine": machine_info(), "rounds": args.rounds, "results": rows}
+                                         precision, mode == "fwd+bwd", args.rounds, clock))
+    payload = {"machine": machine_info(), "rounds": args.rounds, "contenders": CONTENDERS,
+               "clock": "cpu seconds, 1 thread" if args.cpu_time else "wall seconds", "results": rows}
     write_json(args.out, payload)
-    print(table(rows, ["model", "mode", "precision", "batch", "seq", "fill", "ours_s", "hf_s", "speedup"]))
+    print(table(rows, ["model", "mode", "precision", "batch", "seq", "fill", "ours_s", "ours_skip_s", "hf_s",
+                       "speedup", "speedup_skip"]))
     print(f"machine: {payload['machine']}")
     return 0
 
