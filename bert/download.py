@@ -192,10 +192,14 @@ def _fetch_once(url: str, part: Path, timeout: float, chunk_size: int, progress:
         received = offset
         bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=part.name[: -len(".part")], disable=not progress, leave=False)
+        # read1: whatever has arrived (up to chunk_size), so that a process killed mid-transfer has
+        # every byte it received in `part` for the next call to resume from.
+        read = getattr(response, "read1", None) or response.read
         with bar, open(part, mode) as out:
             try:
-                for chunk in iter(lambda: response.read(chunk_size), b""):
+                for chunk in iter(lambda: read(chunk_size), b""):
                     out.write(chunk)
+                    out.flush()
                     received += len(chunk)
                     bar.update(len(chunk))
             except _RETRY_ERRORS as err:
