@@ -237,6 +237,34 @@ def pipeline_flow(params: Optional[dict[str, Any]] = None, stages: Optional[list
     return [asdict(o) for o in outcomes]
 
 
+@flow(name="bert-torchrun-node")
+def torchrun_node(stage: str, project_dir: Optional[str] = None, timeout_s: float = 6 * 3600.0) -> int:
+    """One more node of a multi-node stage: the stage's command from dvc.yaml, outside DVC and untracked.
+
+    The head node's pipeline flow runs the stage through DVC (which records its outputs) and MLflow;
+    each other node runs this flow with the same stage at the same time. torchrun on every node takes
+    its rendezvous from the environment (PET_NNODES, PET_RDZV_BACKEND, PET_RDZV_ENDPOINT, PET_RDZV_ID),
+    and only global rank 0 writes outputs, so these nodes only compute.
+
+    Args:
+        stage: the stage's name, e.g. "finetune@mrpc-1".
+        project_dir: the repo root (default: the working folder), with the stage's inputs in place.
+        timeout_s: time limit; past it the command's process group is killed.
+    Returns:
+        0 (a failure raises StageFailed).
+    """
+    log = get_run_logger()
+    root = Path(project_dir or os.getcwd()).resolve()
+    spec = next((s for s in load_pipeline(root) if s.name == stage), None)
+    if spec is None:
+        raise ValueError(f"{root / 'dvc.yaml'}: no stage {stage!r}")
+    log.info("$ %s", spec.cmd)
+    code = run_streaming(["/bin/sh", "-c", spec.cmd], root, stage_env({"BERT_TRACKING": "off"}), timeout_s, log.info)
+    if code != 0:
+        raise StageFailed(f"{stage}: the command exited with status {code}")
+    return 0
+
+
 def select(specs: list[StageSpec], names: Optional[list[str]]) -> list[StageSpec]:
     """The named stages and everything upstream of them, in order (all stages when `names` is empty).
 

@@ -296,10 +296,10 @@ def read_params(root: Path) -> dict[str, Any]:
     return flatten(values) if isinstance(values, dict) else {}
 
 
-def start_pipeline_run(tracker: Tracker, name: str = "pipeline", tags: Optional[dict[str, str]] = None) -> Optional[str]:
-    """Create a parent run with the flattened params.yaml, the git commit and the host as tags."""
+def start_pipeline_run(tracker: Tracker, tags: Optional[dict[str, str]] = None) -> Optional[str]:
+    """Create a parent run ("pipeline <local time>") with the flattened params.yaml, git commit and host tags."""
     run_tags = {KIND_TAG: "pipeline", "host": platform.node(), **git_facts(tracker.root), **(tags or {})}
-    run_id = tracker.create_run(name, run_tags)
+    run_id = tracker.create_run(time.strftime("pipeline %Y-%m-%d %H:%M:%S"), run_tags)
     if run_id:
         tracker.log_params(run_id, read_params(tracker.root))
     return run_id

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from test_tracking import all_runs, children, lock_stages, mlflow_client, pipeline_runs, tiny_project, tool_env
+from test_tracking import (all_runs, children, lock_stages, mlflow_client, pipeline_runs, tiny_model,  # noqa: F401
+                           tiny_project, tool_env)
 
 DRIVER = textwrap.dedent("""
     # Runs pipeline_flow once per step of a plan, then reads each flow run's task runs from the API.
@@ -23,22 +24,26 @@ DRIVER = textwrap.dedent("""
     from pathlib import Path
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from pipeline.flow import pipeline_flow
+    from prefect.client.schemas.sorting import TaskRunSort
+    from pipeline.flow import pipeline_flow, torchrun_node
+
+    flows = {"pipeline": pipeline_flow, "node": torchrun_node}
 
     results = []
     for step in json.loads(Path(sys.argv[1]).read_text()):
         for rel, text in step.get("write", {}).items():
             Path(rel).write_text(text)
-        start = time.perf_counter()
-        state = pipeline_flow(**step["kwargs"], return_state=True)
+        started, start = time.time(), time.perf_counter()
+        state = flows[step.get("flow", "pipeline")](**step["kwargs"], return_state=True)
         seconds = time.perf_counter() - start
         flow_run_id = state.state_details.flow_run_id
         with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                      sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
         results.append({
-            "flow_run_id": str(flow_run_id), "state": state.type.value, "seconds": seconds,
+            "flow_run_id": str(flow_run_id), "state": state.type.value, "seconds": seconds, "started": started,
             "tasks": {r.name: {"state": r.state.type.value, "run_count": r.run_count} for r in runs},
-            "outcomes": state.result() if state.is_completed() else None,
+            "outcomes": state.result() if state.is_completed() and step.get("flow") is None else None,
             "lock": Path("dvc.lock").read_text(),
         })
     print("RESULTS " + json.dumps(results))
@@ -62,7 +67,7 @@ def run_plan(project: Path, plan: list[dict], prefect_home: Path, timeout: float
 
 @pytest.fixture(scope="module")
 def flow_runs(tmp_path_factory, tiny_model):
-    """Three flow runs over one fresh tiny project: fresh, unchanged, and an override with a flaky report."""
+    """Flow runs over one fresh tiny project: fresh, unchanged, an override with a flaky report, a node flow."""
     root = tmp_path_factory.mktemp("flow")
     project = tiny_project(root / "repo", tiny_model)
     dvc_yaml = (project / "dvc.yaml").read_text()
@@ -74,6 +79,7 @@ def flow_runs(tmp_path_factory, tiny_model):
         {"kwargs": {"retries": 0}},
         {"kwargs": {"params": {"report.majority_tolerance": 2.5}, "retries": 1, "retry_delay_s": 0},
          "write": {"dvc.yaml": flaky}},
+        {"flow": "node", "kwargs": {"stage": "evaluate@demo-pair-1"}},
     ]
     return project, run_plan(project, plan, root / "prefect-home")
 
@@ -127,6 +133,18 @@ def test_failed_stage_is_retried_and_the_flow_completes_with_the_override(flow_r
     params = (project / "params.yaml").read_text()
     assert "majority_tolerance: 2.5" in params and "# points: a run this close" in params  # comments kept
     assert lock_stages(project)["report"]["params"]["params.yaml"]["report"]["majority_tolerance"] == 2.5
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("flow")
+def test_node_flow_runs_the_stage_command_outside_dvc_untracked(flow_runs):
+    project, results = flow_runs
+    node = results[3]
+    assert node["state"] == "COMPLETED" and node["lock"] == results[2]["lock"]  # DVC recorded nothing
+    metrics = project / "reports/eval/demo-pair/seed1/metrics.json"
+    assert metrics.stat().st_mtime >= node["started"]  # the command ran (rank 0 of one node writes)
+    runs = all_runs(mlflow_client(project))
+    assert len([r for r in runs if r.info.run_name == "evaluate@demo-pair-1"]) == 1  # the first flow's only
 
 
 # ---------------------------------------------------------------------------------------------

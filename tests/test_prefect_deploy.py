@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from pipeline.flow import kill_group
-from test_tracking import REPO_ROOT, all_runs, children, free_port, mlflow_client, pipeline_runs, tiny_project, tool_env
+from test_tracking import (REPO_ROOT, all_runs, children, free_port, mlflow_client, pipeline_runs,
+                           tiny_model, tiny_project, tool_env)  # noqa: F401 (tiny_model: a fixture)
 
 POOL = "bert-local"
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -46,11 +47,13 @@ QUERY = """
 import json, sys
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 with get_client(sync_client=True) as client:
-    flow_runs = client.read_flow_runs()
+    flow_runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=50)
     out = []
     for run in flow_runs:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                                      sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
         out.append({"id": str(run.id), "deployment_id": str(run.deployment_id), "state": run.state.type.value,
                     "tasks": {t.name: t.state.type.value for t in tasks}})
 print("RUNS " + json.dumps(out))
