@@ -85,7 +85,10 @@ def read_history_file(path: Path) -> Optional[list[dict]]:
         return None
     try:
         text = path.read_text(encoding="utf-8")
-        records = json.loads(text) if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+        if path.suffix == ".json":
+            records = json.loads(text)
+        else:
+            records = [json.loads(x) for x in text.splitlines() if x.strip()]
     except (OSError, ValueError):
         return None
     if isinstance(records, list) and records and all(isinstance(r, dict) and "step" in r for r in records):
@@ -300,9 +303,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if os.environ.get(OFF_ENV, "").lower() in ("0", "off", "false") or not stage:
         if not stage:
             print("[mlflow] no stage name (--stage or $DVC_STAGE): running untracked", file=sys.stderr)
-        return subprocess.call(cmd)
-    returncode = run(cmd, stage, project_root(), under_dvc="DVC_STAGE" in os.environ)
-    return 128 - returncode if returncode < 0 else returncode
+        returncode = subprocess.call(cmd)
+    else:
+        returncode = run(cmd, stage, project_root(), under_dvc="DVC_STAGE" in os.environ)
+    return 128 - returncode if returncode < 0 else returncode  # as a shell reports a signal
 
 
 if __name__ == "__main__":

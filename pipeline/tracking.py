@@ -207,7 +207,8 @@ class Tracker:
                 if self.uri == tracking_uri(self.root) and not os.environ.get("MLFLOW_TRACKING_URI"):
                     location = (self.root / "mlartifacts").as_uri()  # the default store keeps files beside it
                 try:
-                    self.experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
+                    self.experiment_id = self.client.create_experiment(self.experiment_name,
+                                                                       artifact_location=location)
                 except Exception:  # made meanwhile by another process
                     exp = self.client.get_experiment_by_name(self.experiment_name)
                     if exp is None:

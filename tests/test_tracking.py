@@ -240,7 +240,8 @@ def test_eval_metrics_equal_reports_metrics_json(two_repros):
     parent = pipeline_runs(two_repros.runs_after_first)[0]
     kids = children(two_repros.runs_after_first, parent)
     expected = leaves(two_repros.metrics_after_first)
-    assert expected["demo-pair.fine_tuned.f1.mean"] == two_repros.metrics_after_first["demo-pair"]["fine_tuned"]["f1"]["mean"]
+    f1 = two_repros.metrics_after_first["demo-pair"]["fine_tuned"]["f1"]["mean"]
+    assert expected["demo-pair.fine_tuned.f1.mean"] == f1
     assert kids["report"].data.metrics == expected
     assert {k: parent.data.metrics[k] for k in expected} == expected
     # the per-run evaluation carries its own numbers (from the evaluate stage's metrics.json)
