@@ -5,7 +5,6 @@ outside the target (a snapshot of everything around it is compared, byte for byt
 
 from __future__ import annotations
 
-import stat
 import tarfile
 import zipfile
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bert import BertModel
 from bert.weights import load_state_dict_file
 from reliability_helpers import (BAD_INPUT, REPO, assert_one_clear_error, assert_stage_failed, finetune_args,
                                  finetune_inputs, make_tiny_model, run_python, snapshot, tally)
