@@ -152,7 +152,11 @@ def write_corpus(params: CorpusParams, out: Path) -> dict:
             raise ValueError(f"corpus.local_file: {local} is not a file (expected text, one sentence per line)")
         shutil.copyfile(local, target)
         origin = {"source": "local", "local_file": str(local.resolve())}
-    text = target.read_text(encoding="utf-8")  # also checks that a local file is UTF-8 text
+    try:
+        text = target.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"corpus.local_file: {params.local_file} is not UTF-8 text "
+                         f"(byte {err.start}: {err.reason})") from None
     return {**origin, "sha256": sha256_of(target), "bytes": target.stat().st_size,
             "lines": len(text.splitlines()), "num_documents": count_documents(text)}
 

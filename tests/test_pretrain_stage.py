@@ -214,7 +214,12 @@ def test_bad_inputs_fail_naming_what_is_wrong(tmp_path, tiny_start, minilm_dir, 
         caplog.clear()
         local = write_params(tmp_path / "local.yaml", corpus={"source": "local", "local_file": str(tmp_path / "x")})
         assert builtin_corpus.main(["--params", str(local), "--out", str(out / "corpus")]) == 1
-        assert "corpus.local_file" in caplog.text
+        assert "corpus.local_file" in caplog.text and "is not a file" in caplog.text
+        caplog.clear()
+        (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
+        local = write_params(local, corpus={"source": "local", "local_file": str(tmp_path / "latin1.txt")})
+        assert builtin_corpus.main(["--params", str(local), "--out", str(out / "corpus")]) == 1
+        assert "not UTF-8 text (byte 3" in caplog.text
     assert not any(out.iterdir())  # nothing half-written
 
 
