@@ -1,0 +1,87 @@
+"""Two ``dvc repro`` at once in a temporary copy of the repo: the second is refused by DVC's locks (the
+repo lock, or the read/write lock on the outputs the first is writing), the first finishes, and nothing
+is corrupted (``dvc status`` re-hashes every output against dvc.lock).
+
+A tiny setup: a random 2-layer BERT as model.name, one demo task, 32 examples, and the first repro
+targets the data half of the DAG (download, convert, tokenize) so that it runs a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reliability_helpers import FAULT, changed, snapshot, tally
+from test_dvc_pipeline import _copy_repo, _tiny_model
+
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc")]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+            "BERT_TRACKING": "off"}
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_dir):
+    with tally(FAULT, "two dvc repro at once") as rec:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        _copy_repo(repo)
+        _tiny_model(tmp_path / "tiny-bert", minilm_dir / "vocab.txt")
+        values = yaml.safe_load((repo / "params.yaml").read_text())
+        values["tasks"], values["seeds"] = ["demo-pair"], [1]
+        values["model"]["name"] = str(tmp_path / "tiny-bert")
+        values["data"]["builtin"].update(train_examples=32, dev_examples=16)
+        (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+        first = subprocess.Popen([str(BIN / "dvc"), "repro", "tokenize@demo-pair"], cwd=repo, env=_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            started = ""
+            for line in first.stdout:  # DVC holds the repo lock from before the first stage to the end
+                started += line
+                if "Running stage" in line:
+                    break
+            assert "Running stage" in started, started
+            began = time.monotonic()
+            second = _dvc(repo, "repro")
+            refused_while_running = first.poll() is None
+            rest, _ = first.communicate(timeout=300)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        output = started + rest
+        assert refused_while_running, "the first repro ended before the second was tried: no overlap to test"
+        said = second.stdout + second.stderr
+        assert second.returncode != 0, said
+        # DVC's repo lock ("Unable to acquire lock") or its read/write lock on the outputs the first is
+        # writing ("... is busy, it is being blocked by: (PID n): dvc repro ..."); either way no stage ran.
+        assert "Unable to acquire lock" in said or re.search(r"is busy, it is being blocked by:\s+\(PID \d+\)", said), said
+        assert "Running stage" not in said, said
+        assert time.monotonic() - began < 120  # refused at once, not queued behind the first
+        assert first.returncode == 0, output[-3000:]
+        ran = set(re.findall(r"Running stage '([^']+)'", output))
+        assert ran == {"download@demo-pair", "convert", "tokenize@demo-pair"}, output[-2000:]
+
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())
+        before = snapshot(repo / "data")
+        status = _dvc(repo, "status", "tokenize@demo-pair")
+        after = snapshot(repo / "data")
+        damaged = changed(before, after) + ([] if "up to date" in status.stdout else [status.stdout])
+        rec["lost"] = len(damaged)
+        assert set(lock["stages"]) >= ran and status.returncode == 0, status.stdout + status.stderr
+        assert not damaged, damaged
