@@ -150,11 +150,8 @@ def test_bad_hyper_parameters_are_named(kwargs, word):
 
 
 def test_engine_builds_lamb_with_no_decay_groups(tiny_config):
-    """Live once the engine offers optimizer "lamb" (the wiring proposed in the pre-training report)."""
-    from bert.engine.config import OPTIMIZERS, TrainConfig
-
-    if "lamb" not in OPTIMIZERS:
-        pytest.skip("the engine has no lamb option yet (bert/engine/optim.py)")
+    """optimizer: lamb in the engine: bert.lamb.Lamb, decay groups, LambdaLR schedule, global clipping."""
+    from bert.engine.config import TrainConfig
     from bert.engine.optim import build_optimizer
     from bert.modeling import BertForPreTraining
 
