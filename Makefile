@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 # an install is redone when pyproject.toml changes
 HASH   := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test run ui bench install clean
+.PHONY: test run pretrain ui bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: $(VENV)/.test-$(HASH)
 run: $(VENV)/.pipeline-$(HASH)
 	$(VENV)/bin/dvc repro
 	@echo "Report: reports/report.md (and reports/report.html)"
+
+pretrain: $(VENV)/.pipeline-$(HASH)
+	$(VENV)/bin/dvc repro pretrain/dvc.yaml
 
 ui: $(VENV)/.pipeline-$(HASH)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
