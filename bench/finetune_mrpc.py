@@ -1,0 +1,195 @@
+"""End-to-end MRPC fine-tuning: our finetune stage vs an HF Trainer script, same hyperparameters.
+
+The packaged MiniLM on the real MRPC (../shared/data/glue/MRPC), 3 epochs, learning rate 5e-5, batch 32,
+max_seq_length 128, warmup 10%, weight decay 0.01, seed 42. Contenders, each in its own process (so
+that its peak RSS is its own):
+
+    ours-fp32, ours-bf16   stages.finetune (bert/engine: dynamic padding, length-grouped batches,
+                           BertAdam) then stages.evaluate on dev
+    hf-default             HF Trainer as run_glue.py runs by default: pad to max_seq_length, fp32
+    hf-best                HF Trainer with dynamic padding, group_by_length and bf16
+
+Both sides tokenize before the clock starts; the figure is the training loop's time (our FitResult
+seconds, HF's train_runtime), then dev accuracy/F1. HF's Trainer needs `accelerate`: pass a folder
+holding it with --hf-path if the venv lacks it (it is only put on the HF child's sys.path).
+
+    python bench/finetune_mrpc.py                       # all four, writes bench/finetune_mrpc.json
+    python bench/finetune_mrpc.py --configs ours-bf16 hf-best --epochs 0.1   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import REPO_ROOT, SHARED_DATA, machine_info, peak_rss_mb, table, write_json
+
+log = logging.getLogger("finetune_mrpc")
+
+MRPC = SHARED_DATA / "glue" / "MRPC"
+CONFIGS = ["ours-fp32", "ours-bf16", "hf-default", "hf-best"]
+HYPER = {"learning_rate": 5e-5, "batch": 32, "max_seq_length": 128, "warmup": 0.1, "weight_decay": 0.01,
+         "seed": 42}
+
+
+def write_params(work: Path, epochs: float, precision: str) -> Path:
+    """A params.yaml for our stages: the repo's, with MRPC from the shared data and the bench's settings."""
+    import yaml
+
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["tasks"], params["seeds"] = ["mrpc"], [HYPER["seed"]]
+    params["data"].update(source="local", local_dir=str(SHARED_DATA / "glue"))
+    params["tokenize"]["max_seq_length"] = HYPER["max_seq_length"]
+    params["finetune"].update(epochs=float(epochs), learning_rate=HYPER["learning_rate"],
+                              global_batch_size=HYPER["batch"], warmup_proportion=HYPER["warmup"],
+                              weight_decay=HYPER["weight_decay"], precision=precision, group_by_length=True,
+                              checkpoint_every=0, log_every=20)
+    path = work / f"params-{precision}.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def prepare_ours(work: Path) -> None:
+    """download (local MRPC), convert (the packaged MiniLM), tokenize: once, reused by later runs."""
+    from stages import convert, download, tokenize
+
+    params = str(write_params(work, 3.0, "fp32"))
+    if not (work / "raw").is_dir():
+        assert download.main(["--params", params, "--task", "mrpc", "--out", str(work / "raw")]) == 0
+    if not (work / "pretrained").is_dir():
+        assert convert.main(["--params", params, "--out", str(work / "pretrained")]) == 0
+    if not (work / "features").is_dir():
+        assert tokenize.main(["--params", params, "--task", "mrpc", "--data", str(work / "raw"),
+                              "--model", str(work / "pretrained"), "--out", str(work / "features")]) == 0
+
+
+def run_ours(work: Path, precision: str, epochs: float) -> dict:
+    """Our finetune then evaluate stages, in this process."""
+    from stages import evaluate, finetune
+
+    params = str(write_params(work, epochs, precision))
+    out = work / f"ours-{precision}"
+    common = ["--params", params, "--task", "mrpc", "--features", str(work / "features")]
+    assert finetune.main(common + ["--seed", str(HYPER["seed"]), "--model", str(work / "pretrained"),
+                                   "--out", str(out / "model"), "--history", str(out / "history.json"),
+                                   "--work", str(out / "work")]) == 0
+    assert evaluate.main(common + ["--data", str(work / "raw"), "--model", str(out / "model"),
+                                   "--out", str(out / "eval")]) == 0
+    training = json.loads((out / "model" / "training.json").read_text())
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]  # in percent
+    return {"train_s": training["seconds"], "sequences_per_s": training["sequences_per_second"],
+            "steps": training["global_steps"], "final_loss": training["final_loss"],
+            "accuracy": metrics["acc"], "f1": metrics["f1"]}
+
+
+def read_mrpc(split: str) -> list[tuple[str, str, int]]:
+    """(sentence 1, sentence 2, label) rows of MRPC's train.tsv / dev.tsv."""
+    with open(MRPC / f"{split}.tsv", encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(r[3], r[4], int(r[0])) for r in rows[1:]]
+
+
+def run_hf(work: Path, best: bool, epochs: float) -> dict:
+    """HF's Trainer on the same converted model folder; run_glue.py's defaults unless `best`."""
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import BertForSequenceClassification, BertTokenizerFast, Trainer, TrainingArguments
+
+    transformers.logging.set_verbosity_error()
+    model_dir = str(work / "pretrained")
+    tokenizer = BertTokenizerFast.from_pretrained(model_dir)
+    padding = False if best else "max_length"
+
+    def encode(split):
+        rows = read_mrpc(split)
+        enc = tokenizer([a for a, _, _ in rows], [b for _, b, _ in rows], truncation=True, padding=padding,
+                        max_length=HYPER["max_seq_length"])
+        return [{**{k: v[i] for k, v in enc.items()}, "labels": rows[i][2]} for i in range(len(rows))]
+
+    train, dev = encode("train"), encode("dev")
+    torch.manual_seed(HYPER["seed"])
+    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(work / ("hf-best" if best else "hf-default")), use_cpu=True, report_to=[],
+        per_device_train_batch_size=HYPER["batch"], per_device_eval_batch_size=128,
+        learning_rate=HYPER["learning_rate"], num_train_epochs=epochs, warmup_steps=HYPER["warmup"],
+        weight_decay=HYPER["weight_decay"], seed=HYPER["seed"], save_strategy="no", eval_strategy="no",
+        logging_steps=20, disable_tqdm=True, bf16=best,
+        train_sampling_strategy="group_by_length" if best else "random")
+    collator = transformers.DataCollatorWithPadding(tokenizer) if best else transformers.default_data_collator
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
+    out = trainer.train()
+    logits = trainer.predict(dev).predictions
+    preds = np.asarray(logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+    labels = np.array([r["labels"] for r in dev])
+    tp, fp, fn = (int(((preds == 1) & (labels == 1)).sum()), int(((preds == 1) & (labels == 0)).sum()),
+                  int(((preds == 0) & (labels == 1)).sum()))
+    return {"train_s": out.metrics["train_runtime"], "sequences_per_s": out.metrics["train_samples_per_second"],
+            "steps": out.global_step, "final_loss": out.training_loss,
+            "accuracy": 100.0 * float((preds == labels).mean()), "f1": 100.0 * 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+def child(name: str, work: Path, epochs: float) -> None:
+    """Run one contender in this process; write work/result-<name>.json."""
+    start = time.perf_counter()
+    if name.startswith("ours"):
+        result = run_ours(work, name.split("-")[1], epochs)
+    else:
+        result = run_hf(work, name == "hf-best", epochs)
+    result.update(config=name, epochs=epochs, process_s=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(),
+                  seconds_per_epoch=result["train_s"] / epochs)
+    write_json(work / f"result-{name}.json", result)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_finetune_mrpc"))
+    parser.add_argument("--hf-path", type=Path, help="a folder with `accelerate`, for the HF child only")
+    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "finetune_mrpc.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.child:
+        child(args.child, args.work, args.epochs)
+        return 0
+    if not MRPC.is_dir():
+        raise SystemExit(f"{MRPC}: MRPC not found (the shared data folder)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    prepare_ours(args.work)
+    rows = []
+    for name in args.configs:
+        env = dict(os.environ)
+        if name.startswith("hf") and args.hf_path:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.hf_path), env.get("PYTHONPATH")]))
+        log.info("running %s (%.2f epochs)", name, args.epochs)
+        subprocess.run([sys.executable, __file__, "--child", name, "--work", str(args.work),
+                        "--epochs", str(args.epochs)], env=env, check=True, cwd=REPO_ROOT)
+        result = json.loads((args.work / f"result-{name}.json").read_text())
+        rows.append(result)
+        log.info("%s: %.1f s/epoch, %.1f seq/s, peak RSS %.0f MiB, dev acc %.2f F1 %.2f", name,
+                 result["seconds_per_epoch"], result["sequences_per_s"], result["peak_rss_mb"],
+                 result["accuracy"], result["f1"])
+    by_name = {r["config"]: r for r in rows}
+    for r in rows:
+        for ref in ("hf-default", "hf-best"):
+            if ref in by_name and r["config"].startswith("ours"):
+                r[f"vs_{ref}"] = by_name[ref]["seconds_per_epoch"] / r["seconds_per_epoch"]
+    write_json(args.out, {"machine": machine_info(), "hyperparameters": HYPER, "epochs": args.epochs,
+                          "results": rows})
+    print(table(rows, ["config", "seconds_per_epoch", "sequences_per_s", "peak_rss_mb", "accuracy", "f1",
+                       "vs_hf-default", "vs_hf-best"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
