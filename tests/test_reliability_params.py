@@ -252,3 +252,20 @@ def test_bert_command_line(tmp_path, minilm_dir):
         debug = run_python([*args, "--debug"])
         assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
         assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="bert/fileio.py:atomic_path deletes a folder standing at the target path "
+                   "(shutil.rmtree) to rename a file onto it: any writer given a folder as its output file destroys "
+                   "the folder; it should raise IsADirectoryError unless the new content is a folder too")
+def test_atomic_write_never_replaces_a_folder_by_a_file(tmp_path):
+    from bert.fileio import atomic_write_text
+
+    with tally(BAD_INPUT, "atomic_write_text onto an existing folder") as rec:
+        (tmp_path / "results").mkdir()
+        (tmp_path / "results" / "precious.txt").write_text("a week of results")
+        try:
+            atomic_write_text(tmp_path / "results", "{}")
+        except OSError:
+            pass
+        rec["lost"] = int(not (tmp_path / "results" / "precious.txt").is_file())
+        assert rec["lost"] == 0
