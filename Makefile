@@ -5,10 +5,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # exactly this torch: the CPU wheel on the machine; any other spec pulls the CUDA build
 TORCH  := torch==2.13.0
+# dvc.yaml's commands call python and torchrun: the venv's, whatever the shell has
+BIN_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 # an install is redone when pyproject.toml changes
 HASH   := $(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test run pretrain ui bench install clean
+.PHONY: test run pretrain flow ui bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +29,17 @@ $(VENV)/.test-$(HASH): | $(PY)
 install: $(VENV)/.test-$(HASH)
 
 test: $(VENV)/.test-$(HASH)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(BIN_PATH) $(PY) -m pytest -q -n 2 --dist loadgroup
 
 run: $(VENV)/.pipeline-$(HASH)
-	$(VENV)/bin/dvc repro
+	$(BIN_PATH) $(VENV)/bin/dvc repro
 	@echo "Report: reports/report.md (and reports/report.html)"
 
 pretrain: $(VENV)/.pipeline-$(HASH)
-	$(VENV)/bin/dvc repro pretrain/dvc.yaml
+	$(BIN_PATH) $(VENV)/bin/dvc repro pretrain/dvc.yaml
+
+flow: $(VENV)/.pipeline-$(HASH)
+	$(BIN_PATH) $(PY) -m pipeline.flow
 
 ui: $(VENV)/.pipeline-$(HASH)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
