@@ -254,9 +254,6 @@ def test_bert_command_line(tmp_path, minilm_dir):
         assert not (tmp_path / "o.jsonl").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bert/fileio.py:atomic_path deletes a folder standing at the target path "
-                   "(shutil.rmtree) to rename a file onto it: any writer given a folder as its output file destroys "
-                   "the folder; it should raise IsADirectoryError unless the new content is a folder too")
 def test_atomic_write_never_replaces_a_folder_by_a_file(tmp_path):
     from bert.fileio import atomic_write_text
 
