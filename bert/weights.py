@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from bert.config import BertConfig, read_json_object
 from bert.fileio import atomic_path, atomic_write_text
+from bert.safeload import first_line, torch_load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +47,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
 
             state_dict = load_file(str(path))
         else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused something: say what, in one line
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f"it would call {found.group(1)}" if found else "it holds objects other than tensors"
-        raise ValueError(f"{path}: not a readable weights file: refused, {what} (loading never runs pickled "
-                         "code, only tensors are read; re-save the weights as model.safetensors from a trusted "
-                         "copy)") from None
-    except Exception as err:  # every reader error means the same thing to the user
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a readable weights file ({reason[:200]})") from None
+            state_dict = torch_load_weights_only(path, "weights file")
+    except ValueError:
+        raise
+    except Exception as err:  # safetensors: truncated or foreign file
+        raise ValueError(f"{path}: not a readable weights file ({first_line(err)})") from None
     if isinstance(state_dict, Mapping) and "state_dict" in state_dict and len(state_dict) < 8:
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):

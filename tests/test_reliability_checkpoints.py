@@ -326,8 +326,6 @@ def test_resume_from_a_bad_training_checkpoint(tmp_path, trained_inputs, caplog,
         assert not marker.exists() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bert/engine/checkpoint.py:load_checkpoint puts torch's multi-paragraph "
-                   "weights_only message into its ValueError: the stage's error spans many lines")
 def test_bad_training_checkpoint_error_is_one_line(tmp_path, trained_inputs, caplog):
     from stages import finetune
 

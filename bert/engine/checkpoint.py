@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bert.fileio import atomic_path
+from bert.safeload import torch_load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +106,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     Raises:
         ValueError: the file is not a readable checkpoint of this format.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated file, foreign pickle, ...
-        raise ValueError(f"{path}: not a readable training checkpoint ({exc})") from exc
+    state = torch_load_weights_only(path, "training checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: expected a training checkpoint of format {FORMAT_VERSION}")
     for key in ("global_step", "epoch", "step_in_epoch", "model", "optimizer", "rng"):

@@ -68,6 +68,8 @@ def load_squad_json(path: str | os.PathLike) -> list:
         dataset = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataFormatError(f"{path}: invalid JSON (nested too deeply)") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise DataFormatError(f"{path}: expected a JSON object with a 'data' list of articles")
     return dataset["data"]
@@ -107,6 +109,7 @@ def read_squad_examples(
     examples: list[SquadExample] = []
     skipped: list[str] = []
     misplaced: list[str] = []  # questions with an answer text not found at its answer_start
+    seen_ids: set[str] = set()  # predictions.json is keyed by id: a repeated id would lose an answer
     for a, article in enumerate(data):
         for p, paragraph in enumerate(_get(article, "paragraphs", list, path, f"article {a}")):
             where = f"article {a} paragraph {p}"
@@ -115,6 +118,9 @@ def read_squad_examples(
             for q, qa in enumerate(_get(paragraph, "qas", list, path, where)):
                 qas_id = str(_get(qa, "id", (str, int), path, f"{where} question {q}"))
                 where_q = f"question {qas_id}"
+                if qas_id in seen_ids:
+                    raise DataFormatError(f"{path}: {where}: question id {qas_id!r} is used twice (ids must be unique)")
+                seen_ids.add(qas_id)
                 question = _get(qa, "question", str, path, where_q)
                 answers = _get(qa, "answers", list, path, where_q)
                 is_impossible = False
