@@ -4,10 +4,12 @@ Three tasks, one per input format, written from word lists in this file (no thir
 
     demo-pair  GLUE pair TSV in MRPC's layout (train.tsv, dev.tsv): is sentence 2 a paraphrase of
                sentence 1? Paraphrases restate the same event with another template and synonyms;
-               non-paraphrases keep the person but change two of what, where and the action. 50/50.
-    demo-qa    SQuAD v1.1 JSON (train-v1.1.json, dev-v1.1.json): a paragraph of four facts about
-               different people; the question asks one person's city, job, pet colour, birth year
-               or instrument, and the answer is a span of the paragraph.
+               non-paraphrases keep the person and the day but change the action, the object and
+               the place. 50/50.
+    demo-qa    SQuAD v1.1 JSON (train-v1.1.json, dev-v1.1.json): a paragraph of three facts of
+               different kinds about different people (city, job, pet colour, birth year,
+               instrument); the question asks one of them in words its sentence shares, and the
+               answer is a span of the paragraph.
     demo-mc    SWAG CSV (train.csv, val.csv): a scene with a worker at their workplace; which of four
                endings continues it? The right one is that worker's own activity, the others are
                other workers' activities.
@@ -84,14 +86,10 @@ def pair_rows(rng: random.Random, n: int, start_id: int) -> list[list[str]]:
         verb, obj, place = rng.choice(sorted(VERBS)), rng.choice(OBJECTS), rng.choice(sorted(PLACES))
         first, template = _pair_sentence(rng, name, verb, obj, place, day, avoid=-1)
         label = i % 2  # balanced, then shuffled below
-        if not label:  # change two of action, object, place
-            changed = rng.sample(("verb", "obj", "place"), 2)
-            if "verb" in changed:
-                verb = rng.choice([v for v in sorted(VERBS) if v != verb])
-            if "obj" in changed:
-                obj = rng.choice([o for o in OBJECTS if o != obj])
-            if "place" in changed:
-                place = rng.choice([p for p in sorted(PLACES) if p != place])
+        if not label:  # the same person on the same day, but another action, object and place
+            verb = rng.choice([v for v in sorted(VERBS) if v != verb])
+            obj = rng.choice([o for o in OBJECTS if o != obj])
+            place = rng.choice([p for p in sorted(PLACES) if p != place])
         second, _ = _pair_sentence(rng, name, verb, obj, place, day, avoid=template)
         rows.append([str(label), str(start_id + 2 * i), str(start_id + 2 * i + 1), first, second])
     rng.shuffle(rows)
@@ -110,19 +108,23 @@ JOBS = (
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "grey", "orange", "purple")
 ANIMALS = ("cat", "dog", "parrot", "horse", "rabbit", "goat", "turtle", "hamster")
 INSTRUMENTS = ("violin", "cello", "trumpet", "flute", "piano", "harp", "saxophone", "accordion", "banjo", "oboe")
-# fact kind -> (sentence templates with {answer} marking the span, question templates)
+# fact kind -> (sentence templates with {answer} marking the span, question templates); each question
+# shares words with its fact's sentences, as reading-comprehension questions usually do
 QA_FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "city": (("{name} lives in {answer}.", "{name} has a small flat in {answer}.", "The home of {name} is in {answer}."),
-             ("Where does {name} live?", "In which city is the home of {name}?")),
-    "job": (("{name} works as a {answer}.", "{name} earns a living as a {answer}."),
-            ("What is the job of {name}?", "What does {name} do for a living?")),
+    "city": (("{name} lives in {answer}.", "{name} has lived in {answer} for years."),
+             ("Where does {name} live?", "In which city does {name} live?")),
+    "job": (("{name} works as a {answer}.", "{name} has worked as a {answer} for years."),
+            ("What does {name} work as?", "What is the work of {name}?")),
     "color": (("{name} has a {answer} {animal}.", "The {animal} of {name} is {answer}."),
               ("What color is the {animal} of {name}?", "Which color does the {animal} of {name} have?")),
-    "year": (("{name} was born in {answer}.", "{name} came into the world in {answer}."),
+    "year": (("{name} was born in {answer}.", "{name} was born in the year {answer}."),
              ("In which year was {name} born?", "When was {name} born?")),
-    "instrument": (("{name} plays the {answer}.", "Every evening {name} practices the {answer}."),
-                   ("Which instrument does {name} play?", "What does {name} practice every evening?")),
+    "instrument": (("{name} plays the {answer}.", "{name} plays the {answer} every evening."),
+                   ("Which instrument does {name} play?", "What does {name} play every evening?")),
 }
+
+
+QA_FACTS_PER_PARAGRAPH = 3
 
 
 def _qa_answer(rng: random.Random, kind: str) -> str:
@@ -141,10 +143,10 @@ def qa_articles(rng: random.Random, n: int, split: str) -> list[dict]:
     """SQuAD v1.1 articles: one paragraph and one question per example."""
     articles = []
     for i in range(n):
-        names = rng.sample(NAMES, 4)
+        names = rng.sample(NAMES, QA_FACTS_PER_PARAGRAPH)
         sentences, facts = [], []
-        for name in names:
-            kind = rng.choice(sorted(QA_FACTS))
+        kinds = rng.sample(sorted(QA_FACTS), QA_FACTS_PER_PARAGRAPH)  # facts of different kinds
+        for name, kind in zip(names, kinds):
             answer, animal = _qa_answer(rng, kind), rng.choice(ANIMALS)
             template = rng.choice(QA_FACTS[kind][0])
             offset = sum(len(s) + 1 for s in sentences) + template.format(name=name, animal=animal, answer="\0").index("\0")

@@ -79,8 +79,9 @@ def summarize_task(task: str, runs: dict[int, dict], baseline: dict, tolerance: 
 def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
     rows = []
     for task, s in summaries.items():
-        for name, stats in s["fine_tuned"].items():
-            is_primary = name == s["primary"]
+        names = [s["primary"], *(n for n in s["fine_tuned"] if n != s["primary"])]  # the headline first
+        for name in names:
+            stats, is_primary = s["fine_tuned"][name], name == s["primary"]
             untrained = s["untrained"].get(name)
             majority = (s["majority"] or {}).get(name)
             refs = "; ".join(f"{fig} [{src}]" for fig, src in references_for(task)) if is_primary else ""
