@@ -128,6 +128,8 @@ def test_dropout_mask_rate_values_and_seeding():
     mask = dropout_mask(torch.Size([1000, 1000]), 0.1, torch.float32)
     assert mask.unique().tolist() == pytest.approx([0.0, 1 / 0.9])
     assert abs((mask == 0).float().mean().item() - 0.1) < 2e-3  # 6.7 sigma at n = 1e6
+    # each 16-bit lane of a 64-bit draw is uniform (no lane with a stuck bit)
+    assert torch.all(((mask.view(-1, 4) == 0).float().mean(0) - 0.1).abs() < 4e-3)
     torch.manual_seed(7)
     assert torch.equal(dropout_mask(torch.Size([1000, 1000]), 0.1, torch.float32), mask)
     assert not torch.equal(dropout_mask(torch.Size([1000, 1000]), 0.1, torch.float32), mask)
