@@ -187,10 +187,10 @@ class BertSelfAttention(nn.Module):
             (q,) = self._heads(F.linear(plan.first_tokens(hidden_states), weight[:hidden], bias[:hidden]), 1)
         else:
             q, k, v = self._heads(plan.pad(F.linear(hidden_states, weight, bias)), 3)
-        key_mask = plan.key_mask
-        if plan.output_attentions or (self.training and self.dropout_prob > 0):
-            # The explicit path when the probabilities are wanted, or dropped out: SDPA's own dropout
-            # takes its slow math path on the CPU.
+        key_mask, dropout = plan.key_mask, self.dropout_prob if self.training else 0.0
+        if plan.output_attentions or (dropout > 0 and q.device.type == "cpu"):
+            # The explicit path when the probabilities are wanted, or dropped out on the CPU (where
+            # SDPA's dropout takes its slow math path).
             scores = (q / math.sqrt(self.head_size)) @ k.transpose(-1, -2)
             if key_mask is not None:
                 scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
@@ -198,7 +198,7 @@ class BertSelfAttention(nn.Module):
             context = self.dropout(probs) @ v
             probs = probs if plan.output_attentions else None
         else:
-            probs, context = None, F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+            probs, context = None, F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout)
         context = context.transpose(1, 2).flatten(2)  # [batch, seq, hidden]
         return (context if plan.first_only else plan.unpad(context)), probs
 
