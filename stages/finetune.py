@@ -3,7 +3,7 @@
     torchrun --standalone --nproc_per_node 1 -m stages.finetune --task demo-pair --seed 1 \
         --features data/features/demo-pair --model models/pretrained \
         --out models/finetuned/demo-pair/seed1 --history reports/history/demo-pair/seed1.json \
-        --work checkpoints/demo-pair/seed1
+        --work models/checkpoints/demo-pair/seed1
 
 Also runs as ``python -m stages.finetune ...`` (one process) and under the old
 ``python -m torch.distributed.launch``. Rank 0 writes the fine-tuned model folder (config.json,
