@@ -69,7 +69,8 @@ PAIR_TEMPLATES = (
 )
 
 
-def _pair_sentence(rng: random.Random, name: str, verb: str, obj: str, place: str, day: str, avoid: int) -> tuple[str, int]:
+def _pair_sentence(rng: random.Random, name: str, verb: str, obj: str, place: str, day: str,
+                   avoid: int) -> tuple[str, int]:
     template = rng.choice([i for i in range(len(PAIR_TEMPLATES)) if i != avoid])
     past, pp = rng.choice(VERBS[verb])
     text = PAIR_TEMPLATES[template].format(
@@ -149,7 +150,8 @@ def qa_articles(rng: random.Random, n: int, split: str) -> list[dict]:
         for name, kind in zip(names, kinds):
             answer, animal = _qa_answer(rng, kind), rng.choice(ANIMALS)
             template = rng.choice(QA_FACTS[kind][0])
-            offset = sum(len(s) + 1 for s in sentences) + template.format(name=name, animal=animal, answer="\0").index("\0")
+            start = template.format(name=name, animal=animal, answer="\0").index("\0")
+            offset = sum(len(s) + 1 for s in sentences) + start
             sentences.append(template.format(name=name, animal=animal, answer=answer))
             facts.append((name, kind, animal, answer, offset))
         context = " ".join(sentences)
@@ -165,26 +167,42 @@ def qa_articles(rng: random.Random, n: int, split: str) -> list[dict]:
 # ---------------------------------------------------------------- demo-mc: multiple choice (SWAG)
 # worker -> (workplaces, activities that complete "The <worker> ...")
 WORKERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "chef": (("kitchen", "restaurant kitchen"), ("chops the onions and stirs the soup.", "tastes the sauce and adds some salt.")),
-    "pilot": (("cockpit", "airfield"), ("checks the instruments and starts the engines.", "steers the plane onto the runway.")),
-    "gardener": (("garden", "greenhouse"), ("waters the roses and pulls out the weeds.", "plants the tulip bulbs in the soil.")),
-    "teacher": (("classroom", "school"), ("writes the lesson on the blackboard.", "hands out the exam papers to the pupils.")),
+    "chef": (("kitchen", "restaurant kitchen"),
+             ("chops the onions and stirs the soup.", "tastes the sauce and adds some salt.")),
+    "pilot": (("cockpit", "airfield"),
+              ("checks the instruments and starts the engines.", "steers the plane onto the runway.")),
+    "gardener": (("garden", "greenhouse"),
+                 ("waters the roses and pulls out the weeds.", "plants the tulip bulbs in the soil.")),
+    "teacher": (("classroom", "school"),
+                ("writes the lesson on the blackboard.", "hands out the exam papers to the pupils.")),
     "swimmer": (("pool", "lake"), ("dives into the water and swims a lap.", "pulls on the goggles and jumps in.")),
-    "mechanic": (("garage", "repair shop"), ("opens the hood and changes the oil.", "tightens the bolts on the wheel.")),
-    "painter": (("studio", "art room"), ("dips the brush in paint and covers the canvas.", "mixes blue and yellow on the palette.")),
-    "baker": (("bakery", "bread shop"), ("kneads the dough and shapes the loaves.", "slides the trays of bread into the oven.")),
-    "doctor": (("clinic", "hospital"), ("listens to the patient's heart with a stethoscope.", "writes a prescription for the patient.")),
-    "librarian": (("library", "reading room"), ("sorts the returned books onto the shelves.", "stamps the due date inside the book.")),
+    "mechanic": (("garage", "repair shop"),
+                 ("opens the hood and changes the oil.", "tightens the bolts on the wheel.")),
+    "painter": (("studio", "art room"),
+                ("dips the brush in paint and covers the canvas.", "mixes blue and yellow on the palette.")),
+    "baker": (("bakery", "bread shop"),
+              ("kneads the dough and shapes the loaves.", "slides the trays of bread into the oven.")),
+    "doctor": (("clinic", "hospital"),
+               ("listens to the patient's heart with a stethoscope.", "writes a prescription for the patient.")),
+    "librarian": (("library", "reading room"),
+                  ("sorts the returned books onto the shelves.", "stamps the due date inside the book.")),
     "farmer": (("barn", "farm"), ("milks the cows and feeds the chickens.", "drives the tractor across the field.")),
-    "firefighter": (("fire station", "burning house"), ("pulls on the boots and grabs the hose.", "sprays water on the flames.")),
+    "firefighter": (("fire station", "burning house"),
+                    ("pulls on the boots and grabs the hose.", "sprays water on the flames.")),
     "fisherman": (("pier", "harbor"), ("casts the line into the sea.", "pulls the net full of fish onto the boat.")),
-    "carpenter": (("workshop", "building site"), ("saws the plank and hammers in the nails.", "sands the wooden table until it is smooth.")),
-    "barber": (("barbershop", "salon"), ("trims the customer's hair with scissors.", "shaves the man's beard with a razor.")),
-    "photographer": (("studio", "wedding"), ("adjusts the lens and takes a picture.", "asks the guests to smile for the camera.")),
+    "carpenter": (("workshop", "building site"),
+                  ("saws the plank and hammers in the nails.", "sands the wooden table until it is smooth.")),
+    "barber": (("barbershop", "salon"),
+               ("trims the customer's hair with scissors.", "shaves the man's beard with a razor.")),
+    "photographer": (("studio", "wedding"),
+                     ("adjusts the lens and takes a picture.", "asks the guests to smile for the camera.")),
     "skier": (("mountain", "ski resort"), ("slides down the snowy slope.", "fastens the boots to the skis.")),
-    "waiter": (("restaurant", "cafe"), ("carries the plates to the table.", "pours wine into the glasses of the guests.")),
-    "dentist": (("dental office", "clinic"), ("examines the patient's teeth with a small mirror.", "drills the cavity in the tooth.")),
-    "musician": (("concert hall", "stage"), ("tunes the guitar and plays the first song.", "bows to the audience after the song.")),
+    "waiter": (("restaurant", "cafe"),
+               ("carries the plates to the table.", "pours wine into the glasses of the guests.")),
+    "dentist": (("dental office", "clinic"),
+                ("examines the patient's teeth with a small mirror.", "drills the cavity in the tooth.")),
+    "musician": (("concert hall", "stage"),
+                 ("tunes the guitar and plays the first song.", "bows to the audience after the song.")),
 }
 MC_CONTEXTS = (
     "The {worker} walks into the {place}.",
@@ -235,7 +253,8 @@ def _rng(task: str, split: str, seed: int) -> random.Random:
 def _write_pair(out: Path, sizes: dict[str, int], seed: int) -> dict[str, str]:
     files = {"train": "train.tsv", "dev": "dev.tsv"}
     for split, name in files.items():
-        rows = pair_rows(_rng("demo-pair", split, seed), sizes[split], start_id=1_000_000 if split == "train" else 2_000_000)
+        first_id = 1_000_000 if split == "train" else 2_000_000
+        rows = pair_rows(_rng("demo-pair", split, seed), sizes[split], start_id=first_id)
         atomic_write_text(out / name, _tsv(rows))
     return files
 

@@ -84,8 +84,8 @@ def squad_metrics(spec: TaskSpec, outputs: tuple, dev: CachedFeatures, data_dir:
                          f"{dev.manifest.num_examples}; re-run the tokenize stage")
     features = [SquadFeatures(input_ids=[], segment_ids=[], **meta) for meta in dev.metadata]
     start_logits, end_logits = outputs
-    results = [SquadResult(f.unique_id, start_logits[i, : len(f.tokens)].tolist(), end_logits[i, : len(f.tokens)].tolist())
-               for i, f in enumerate(features)]
+    results = [SquadResult(f.unique_id, start_logits[i, : len(f.tokens)].tolist(),
+                           end_logits[i, : len(f.tokens)].tolist()) for i, f in enumerate(features)]
     v2 = spec.processor.version_2_with_negative
     answers = compute_predictions(examples, features, results, params.n_best_size, params.max_answer_length,
                                   dev.manifest.do_lower_case, v2, params.null_score_diff_threshold)

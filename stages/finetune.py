@@ -82,9 +82,10 @@ def finetune(task: str, seed: int, features_dir: Path, model_dir: Path, work: Pa
     cfg = train_config(params, seed)
     if ctx.is_main:
         manifest_sha = hashlib.sha256((Path(features_dir) / "train" / "manifest.json").read_bytes()).hexdigest()
-        weights_sha = json.loads((model_dir / "SOURCE.json").read_text()) if (model_dir / "SOURCE.json").is_file() else None
+        source = model_dir / "SOURCE.json"
+        model_record = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None
         prepare_work_dir(work, {"train_config": dataclasses.asdict(cfg), "task": task,
-                                "features_manifest": manifest_sha, "model": weights_sha})
+                                "features_manifest": manifest_sha, "model": model_record})
     ctx.barrier()
     pad_id = 0  # BERT vocabularies put [PAD] first
     result = fit(model, train, functools.partial(pad_collate, pad_id=pad_id), cfg, work, ctx=ctx,

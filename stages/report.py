@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -69,7 +70,8 @@ def summarize_task(task: str, runs: dict[int, dict], baseline: dict, tolerance: 
         "gain_over_untrained": fine_tuned[primary]["mean"] - baseline["metrics"][primary],
         "flagged_runs": flags,
         "train_seconds": sum(t["seconds"] for t in trainings),
-        "train_sequences_per_second": statistics.fmean(t["sequences_per_second"] for t in trainings) if trainings else None,
+        "train_sequences_per_second":
+            statistics.fmean(t["sequences_per_second"] for t in trainings) if trainings else None,
         "eval_seconds": sum(run["eval_seconds"] for run in runs.values()),
         "eval_sequences_per_second": statistics.fmean(run["eval_sequences_per_second"] for run in runs.values()),
         "dev_examples": first["dev_examples"],
@@ -89,12 +91,36 @@ def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
                 task if is_primary else "", f"**{name}**" if is_primary else name, _fmt(stats),
                 " / ".join(f"{stats['per_seed'][str(seed)]:.2f}" for seed in seeds),
                 "—" if untrained is None else f"{untrained:.2f}", "—" if majority is None else f"{majority:.2f}",
-                f"{stats['mean'] - untrained:+.2f}" if untrained is not None else "—", refs or ("—" if is_primary else ""),
+                f"{stats['mean'] - untrained:+.2f}" if untrained is not None else "—",
+                refs or ("—" if is_primary else ""),
             ])
     plural = "s" if len(seeds) > 1 else ""
-    header = ["task", "metric", f"fine-tuned (mean ± std, {len(seeds)} seed{plural})", "per seed (" + " / ".join(map(str, seeds)) + ")",
-              "untrained head", "majority class", "gain vs untrained", "published (source)"]
+    header = ["task", "metric", f"fine-tuned (mean ± std, {len(seeds)} seed{plural})",
+              "per seed (" + " / ".join(map(str, seeds)) + ")", "untrained head", "majority class",
+              "gain vs untrained", "published (source)"]
     return Table(header, rows)
+
+
+def draw_figures(folder: Path, rel: str, runs: dict[str, dict[int, dict]],
+                 histories: dict[str, dict[int, list]]) -> dict[str, dict[str, str]]:
+    """Training curves per task, and a confusion matrix (summed over seeds) where there is one.
+
+    Returns:
+        task -> {"curves": path, "confusion": path}, paths as the report links them (`rel`/name).
+    """
+    folder.mkdir()
+    paths: dict[str, dict[str, str]] = {}
+    for task, task_runs in runs.items():
+        paths[task] = {"curves": f"{rel}/{task}-training.png"}
+        figures.training_curves(folder / f"{task}-training.png", task, histories[task])
+        with_confusion = [r for r in task_runs.values() if r.get("confusion")]
+        if with_confusion:
+            k = len(with_confusion[0]["confusion"])
+            total = [[sum(r["confusion"][i][j] for r in with_confusion) for j in range(k)] for i in range(k)]
+            seeds = f"summed over {len(with_confusion)} seed" + ("s" if len(with_confusion) > 1 else "")
+            figures.confusion_matrix(folder / f"{task}-confusion.png", task, total, with_confusion[0]["labels"], seeds)
+            paths[task]["confusion"] = f"{rel}/{task}-confusion.png"
+    return paths
 
 
 def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]], seeds: list[int],
@@ -139,8 +165,8 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
         for task, path in confusions:
             doc.add(Image(path, f"{task} confusion matrix"))
     doc.add(Heading("Environment"))
-    doc.add(Bullets([f"{k}: `{v}`" for k, v in env.items()] +
-                    [f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
+    doc.add(Bullets([f"{k}: `{v}`" for k, v in env.items()] + [
+        f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
     doc.add(Heading("Training settings"), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
     return doc
 
@@ -168,21 +194,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                                for seed in matrix.seeds}
             baseline = read_json(Path(args.baseline.format(task=task)) / "metrics.json", "baseline")
             summaries[task] = summarize_task(task, runs[task], baseline, params.majority_tolerance)
-        rel = Path(args.figures.resolve()).relative_to(args.markdown.parent.resolve()) \
-            if args.figures.resolve().is_relative_to(args.markdown.parent.resolve()) else args.figures.resolve()
+        rel = os.path.relpath(args.figures, args.markdown.parent)  # how the report links the PNGs
         with atomic_outputs(args.markdown, args.html, args.figures, args.metrics) as (md, page, fig_dir, metrics):
-            fig_dir.mkdir()
-            figure_paths: dict[str, dict[str, str]] = {}
-            for task in matrix.tasks:
-                figure_paths[task] = {"curves": f"{rel}/{task}-training.png"}
-                figures.training_curves(fig_dir / f"{task}-training.png", task, histories[task])
-                with_confusion = [r for r in runs[task].values() if r.get("confusion")]
-                if with_confusion:
-                    k = len(with_confusion[0]["confusion"])
-                    total = [[sum(r["confusion"][i][j] for r in with_confusion) for j in range(k)] for i in range(k)]
-                    figures.confusion_matrix(fig_dir / f"{task}-confusion.png", task, total, with_confusion[0]["labels"],
-                                             f"summed over {len(with_confusion)} seed" + ("s" if len(with_confusion) > 1 else ""))
-                    figure_paths[task]["confusion"] = f"{rel}/{task}-confusion.png"
+            figure_paths = draw_figures(fig_dir, rel, runs, histories)
             doc = build_document(summaries, runs, matrix.seeds, figure_paths)
             atomic_write_text(md, to_markdown(doc))
             atomic_write_text(page, to_html(doc))
