@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bert.cache import CachedFeatures, pad_collate
-from bert.engine import predict
+from bert.engine import predict, setup_distributed
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks.records import SquadFeatures, SquadResult
 from bert.tasks.squad import load_squad_json
@@ -113,8 +113,10 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
     else:
         model = head.from_pretrained(model_dir)
     start = time.perf_counter()
+    ctx = setup_distributed()  # one process: the GPU when there is one, else the CPU
     outputs = predict(model, dev, functools.partial(pad_collate, pad_id=0), batch_size=params.batch_size,
-                      precision=params.precision, lengths=dev.lengths)
+                      precision=params.precision, ctx=ctx, lengths=dev.lengths)
+    outputs = tuple(t.cpu() for t in outputs)
     seconds = time.perf_counter() - start
     if spec.kind is TaskKind.SQUAD:
         require_input(data_dir, "download", f"raw data of {task}")

@@ -84,7 +84,8 @@ def finetune(task: str, seed: int, features_dir: Path, model_dir: Path, work: Pa
         manifest_sha = hashlib.sha256((Path(features_dir) / "train" / "manifest.json").read_bytes()).hexdigest()
         source = model_dir / "SOURCE.json"
         model_record = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None
-        prepare_work_dir(work, {"train_config": dataclasses.asdict(cfg), "task": task,
+        # the settings that change the weights (not log_every, accumulation, the process count)
+        prepare_work_dir(work, {"train_config": cfg.trajectory(), "task": task,
                                 "features_manifest": manifest_sha, "model": model_record})
     ctx.barrier()
     pad_id = 0  # BERT vocabularies put [PAD] first
