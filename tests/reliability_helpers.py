@@ -177,11 +177,19 @@ def make_tiny_model(folder: Path, vocab_file: Path, seed: int = 0, **config) -> 
 
 
 def write_params(path: Path, **replacements: str) -> Path:
-    """The repo's params.yaml with text replacements (old -> new, each must match once)."""
+    """The repo's params.yaml with text replaced (old -> new): `old` as it stands once in the file, else
+    the `key: value` line of `old`'s key (which must occur once), so that defaults can change freely.
+    """
     text = (REPO / "params.yaml").read_text(encoding="utf-8")
     for old, new in replacements.items():
-        assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in params.yaml"
-        text = text.replace(old, new)
+        if text.count(old) == 1:
+            text = text.replace(old, new)
+            continue
+        key = old.split(":", 1)[0].strip()
+        pattern = re.compile(rf"(?m)^([ \t]*){re.escape(key)}:[^#\n]*?(?=[ \t]*(#|$))")
+        found = pattern.findall(text)
+        assert len(found) == 1, f"{key!r} occurs {len(found)} times in params.yaml"
+        text = pattern.sub(lambda m: m.group(1) + new.strip(), text)
     path.write_text(text, encoding="utf-8")
     return path
 

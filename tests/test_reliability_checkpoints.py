@@ -301,11 +301,10 @@ def _seed_checkpoint(work, payload_or_bytes, paths):
     # The fingerprint finetune writes for this exact run, so that the folder is kept and resumed from.
     params = load_section("finetune", paths["params"])
     cfg = finetune.train_config(params, 1)
-    import dataclasses
     import hashlib
 
     manifest = hashlib.sha256((paths["features"] / "train" / "manifest.json").read_bytes()).hexdigest()
-    (work / finetune.FINGERPRINT).write_text(json.dumps({"train_config": dataclasses.asdict(cfg), "task": "demo-pair",
+    (work / finetune.FINGERPRINT).write_text(json.dumps({"train_config": cfg.trajectory(), "task": "demo-pair",
                                                          "features_manifest": manifest, "model": None}))
     return path
 
