@@ -1,0 +1,70 @@
+"""Stage finetune's glue: params -> TrainConfig, the checkpoint folder's fingerprint, history streaming;
+and the report's rows for real tasks (published figures, flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from stages import finetune
+from stages.params import FinetuneParams, load_section
+from stages.report import _results_table, summarize_task
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_every_finetune_key_reaches_the_engine():
+    params = load_section("finetune", REPO_PARAMS)
+    changed = dataclasses.replace(params, epochs=1.5, learning_rate=3e-5, global_batch_size=24, grad_accum_steps=3,
+                                  warmup_proportion=0.2, weight_decay=0.0, max_grad_norm=0.5, precision="bf16",
+                                  optimizer="adamw", schedule="warmup_cosine", log_every=7, checkpoint_every=9,
+                                  resume=False, group_by_length=False, num_workers=1)
+    cfg = finetune.train_config(changed, seed=11)
+    for f in dataclasses.fields(FinetuneParams):
+        if f.name != "nproc":  # how many processes torchrun starts, not a training setting
+            assert getattr(cfg, f.name) == getattr(changed, f.name), f.name
+    assert cfg.seed == 11
+
+
+def test_checkpoints_kept_only_for_the_same_run(tmp_path):
+    work = tmp_path / "work"
+    finetune.prepare_work_dir(work, {"lr": 1})
+    (work / "checkpoints").mkdir()
+    (work / "checkpoints" / "step-4.pt").write_text("x")
+    finetune.prepare_work_dir(work, {"lr": 1})  # same run, resumed: kept
+    assert (work / "checkpoints" / "step-4.pt").is_file()
+    finetune.prepare_work_dir(work, {"lr": 2})  # other settings: a stale checkpoint must not be resumed
+    assert sorted(p.name for p in work.iterdir()) == ["fingerprint.json"]
+    assert json.loads((work / "fingerprint.json").read_text()) == {"lr": 2}
+
+
+def test_history_stream(tmp_path, monkeypatch):
+    monkeypatch.delenv(finetune.HISTORY_STREAM_ENV, raising=False)
+    assert finetune.history_streamer() is None
+    stream = tmp_path / "stream.jsonl"
+    monkeypatch.setenv(finetune.HISTORY_STREAM_ENV, str(stream))
+    append = finetune.history_streamer()
+    append({"step": 5, "loss": 0.5})
+    append({"step": 10, "loss": 0.25})
+    assert [json.loads(line) for line in stream.read_text().splitlines()] == [{"step": 5, "loss": 0.5},
+                                                                            {"step": 10, "loss": 0.25}]
+
+
+def _run(acc, f1, counts):
+    return {"primary": "f1", "metrics": {"acc": acc, "f1": f1}, "predicted_counts": counts, "training": None,
+            "eval_seconds": 1.0, "eval_sequences_per_second": 400.0, "dev_examples": 408}
+
+
+def test_report_rows_for_mrpc():
+    baseline = {"metrics": {"acc": 40.0, "f1": 30.0}, "majority": {"class": "1", "metrics": {"acc": 68.38, "f1": 81.22}}}
+    runs = {1: _run(80.0, 86.0, [100, 308]), 2: _run(68.38, 81.22, [0, 408]), 3: _run(69.0, 81.5, [10, 398])}
+    summary = summarize_task("mrpc", runs, baseline, tolerance=1.0)
+    assert summary["fine_tuned"]["f1"]["mean"] == (86.0 + 81.22 + 81.5) / 3
+    assert summary["gain_over_untrained"] == summary["fine_tuned"]["f1"]["mean"] - 30.0
+    assert [f["seed"] for f in summary["flagged_runs"]] == [2, 3]  # one class only; within 1 point of majority
+    assert "single class" in summary["flagged_runs"][0]["why"]
+    table = _results_table({"mrpc": summary}, [1, 2, 3])
+    first = table.rows[0]
+    assert first[:2] == ["mrpc", "**f1**"] and first[2].startswith("82.91 ± ")
+    assert "F1 88.9 (GLUE test) [Devlin et al. 2019" in first[-1] and "acc 78.9 / F1 86.0" in first[-1]
