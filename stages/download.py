@@ -75,7 +75,7 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
     from bert.archive import safe_extract
     from bert.download import download
 
-    cache = download_cache_dir() / task
+    cache = download_cache_dir() / ("mnli" if task == "mnli-mm" else task)  # one MNLI.zip for both
     fetched = []
     for remote in source.files:
         url = remote_url(task, remote, mirror)
