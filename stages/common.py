@@ -8,9 +8,8 @@ import json
 import logging
 import os
 import platform
-import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from bert.fileio import atomic_path, atomic_write_text
 
@@ -45,8 +44,7 @@ def require_input(path: str | os.PathLike, producer: str, what: str = "input") -
     path = Path(path)
     if not path.exists():
         raise MissingInputError(
-            f"{path}: missing {what}; it is produced by the {producer} stage "
-            f"(run `dvc repro {producer}` or `python -m stages.{producer} ...` first)"
+            f"{path}: missing {what}; it is produced by the {producer} stage (run `dvc repro {producer}` first)"
         )
     return path
 
