@@ -2,8 +2,10 @@
 repo lock, or the read/write lock on the outputs the first is writing), the first finishes, and nothing
 is corrupted (``dvc status`` re-hashes every output against dvc.lock).
 
-A tiny setup: a random 2-layer BERT as model.name, one demo task, 32 examples, and the first repro
-targets the data half of the DAG (download, convert, tokenize) so that it runs a few seconds.
+A tiny setup: a random 2-layer BERT as model.name, one demo task, 32 examples. The first repro targets
+the data half of the DAG (download, convert, tokenize) plus a ``hold`` stage added to the copy's
+dvc.yaml that waits for a file the test writes only after the second repro has answered: the overlap
+is certain however fast the machine is.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def _add_hold_stage(repo: Path, release: Path) -> None:
+    """A last stage after tokenize that waits (at most 5 minutes) until ``release`` exists."""
+    script = release.with_name("hold.py")
+    script.write_text(f"import pathlib, sys, time\nf = pathlib.Path({str(release)!r})\n"
+                      "deadline = time.monotonic() + 300\n"
+                      "while not f.exists() and time.monotonic() < deadline:\n    time.sleep(0.1)\n"
+                      "sys.exit(0 if f.exists() else 1)\n")
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["stages"]["hold"] = {"cmd": f"python {script}", "deps": ["data/features/demo-pair"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+
+
 def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_dir):
     with tally(FAULT, "two dvc repro at once") as rec:
         repo = tmp_path / "repo"
@@ -46,8 +60,10 @@ def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_d
         values["model"]["name"] = str(tmp_path / "tiny-bert")
         values["data"]["builtin"].update(train_examples=32, dev_examples=16)
         (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+        release = tmp_path / "release"
+        _add_hold_stage(repo, release)
 
-        first = subprocess.Popen([str(BIN / "dvc"), "repro", "tokenize@demo-pair"], cwd=repo, env=_env(),
+        first = subprocess.Popen([str(BIN / "dvc"), "repro", "hold"], cwd=repo, env=_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             started = ""
@@ -59,6 +75,7 @@ def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_d
             began = time.monotonic()
             second = _dvc(repo, "repro")
             refused_while_running = first.poll() is None
+            release.write_text("go")
             rest, _ = first.communicate(timeout=300)
         finally:
             if first.poll() is None:
@@ -75,7 +92,7 @@ def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_d
         assert time.monotonic() - began < 120  # refused at once, not queued behind the first
         assert first.returncode == 0, output[-3000:]
         ran = set(re.findall(r"Running stage '([^']+)'", output))
-        assert ran == {"download@demo-pair", "convert", "tokenize@demo-pair"}, output[-2000:]
+        assert ran == {"download@demo-pair", "convert", "tokenize@demo-pair", "hold"}, output[-2000:]
 
         lock = yaml.safe_load((repo / "dvc.lock").read_text())
         before = snapshot(repo / "data")
