@@ -67,9 +67,13 @@ def make_params(dtype=torch.float64) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.tensor(rng.normal(size=s), dtype=dtype)) for s in SHAPES]
 
 
-def make_optimizer(params, schedule="warmup_linear", foreach=True, **kwargs) -> BertAdam:
+# the three update paths: the original per-parameter loop, torch._foreach_* ops, torch's fused AdamW kernel
+MODES = {"loop": dict(foreach=False), "foreach": dict(foreach=True, fused=False), "fused": dict(fused=True)}
+
+
+def make_optimizer(params, schedule="warmup_linear", mode="foreach", **kwargs) -> BertAdam:
     groups = [{"params": [p], "weight_decay": d} for p, d in zip(params, DECAY)]
-    return BertAdam(groups, lr=LR, warmup=WARMUP, t_total=T_TOTAL, schedule=schedule, foreach=foreach, **kwargs)
+    return BertAdam(groups, lr=LR, warmup=WARMUP, t_total=T_TOTAL, schedule=schedule, **MODES[mode], **kwargs)
 
 
 def run(params, optimizer, grads) -> None:
@@ -79,12 +83,12 @@ def run(params, optimizer, grads) -> None:
         optimizer.step()
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("schedule", ["warmup_linear", "warmup_cosine", "warmup_constant"])
-def test_matches_float64_reference(schedule, foreach):
+def test_matches_float64_reference(schedule, mode):
     params = make_params()
     start = [p.detach().numpy().copy() for p in params]
-    optimizer = make_optimizer(params, schedule, foreach)
+    optimizer = make_optimizer(params, schedule, mode)
     grads = gradients()
     # with warmup the first update has learning rate 0: nothing moves, decay included
     run(params, optimizer, grads[:1])
@@ -92,16 +96,17 @@ def test_matches_float64_reference(schedule, foreach):
     run(params, optimizer, grads[1:])
     expected = reference(start, grads, schedule)
     diff = max(float(np.abs(p.detach().numpy() - x).max()) for p, x in zip(params, expected))
-    print(f"{schedule} foreach={foreach}: max |BertAdam - reference| = {diff:.2e}")
+    print(f"{schedule} {mode}: max |BertAdam - reference| = {diff:.2e}")
     assert diff < 1e-7
     assert [optimizer.state[p]["step"] for p in params] == [20, 20, 18]
     assert np.abs(expected[0] - start[0]).max() > 1e-2  # it did train
 
 
-def test_float32_and_no_clipping_match_reference():
+@pytest.mark.parametrize("mode", list(MODES))
+def test_float32_and_no_clipping_match_reference(mode):
     params = make_params(torch.float32)
     start = [p.detach().double().numpy() for p in params]
-    run(params, make_optimizer(params, max_grad_norm=0.0), gradients(seed=2))
+    run(params, make_optimizer(params, mode=mode, max_grad_norm=0.0), gradients(seed=2))
     expected = reference(start, gradients(seed=2), "warmup_linear", max_grad_norm=0.0)
     assert max(float(np.abs(p.detach().double().numpy() - x).max()) for p, x in zip(params, expected)) < 1e-6
 
@@ -168,14 +173,14 @@ def test_lambda_lr_gives_torch_optimizers_the_same_learning_rates():
     assert restored.get_last_lr() == scheduler.get_last_lr()
 
 
-@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
-def test_resume_from_state_dict_equals_uninterrupted_run(foreach):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_resume_from_state_dict_equals_uninterrupted_run(mode):
     grads = gradients(seed=3)
     straight = make_params(torch.float32)
-    run(straight, make_optimizer(straight, foreach=foreach), grads)
+    run(straight, make_optimizer(straight, mode=mode), grads)
 
     first = make_params(torch.float32)
-    optimizer = make_optimizer(first, foreach=foreach)
+    optimizer = make_optimizer(first, mode=mode)
     run(first, optimizer, grads[:9])
     buffer = io.BytesIO()
     torch.save({"params": [p.detach() for p in first], "optimizer": optimizer.state_dict()}, buffer)
@@ -183,7 +188,7 @@ def test_resume_from_state_dict_equals_uninterrupted_run(foreach):
     saved = torch.load(buffer, weights_only=True)  # plain data: no pickled code needed
 
     resumed = [torch.nn.Parameter(t.clone()) for t in saved["params"]]
-    optimizer = make_optimizer(resumed, foreach=foreach)
+    optimizer = make_optimizer(resumed, mode=mode)
     optimizer.load_state_dict(saved["optimizer"])
     run(resumed, optimizer, grads[9:])
     assert all(torch.equal(a, b) for a, b in zip(straight, resumed))
@@ -191,11 +196,22 @@ def test_resume_from_state_dict_equals_uninterrupted_run(foreach):
 
 def test_foreach_and_loop_agree_bitwise_in_float32():
     results = []
-    for foreach in (True, False):
+    for mode in ("foreach", "loop"):
         params = make_params(torch.float32)
-        run(params, make_optimizer(params, foreach=foreach), gradients(seed=4))
+        run(params, make_optimizer(params, mode=mode), gradients(seed=4))
         results.append([p.detach() for p in params])
     assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_fused_is_the_default_and_agrees_with_the_loop_to_rounding_in_float32():
+    assert BertAdam([torch.nn.Parameter(torch.zeros(1))], lr=0.1).fused
+    results = []
+    for mode in ("fused", "loop"):
+        params = make_params(torch.float32)
+        run(params, make_optimizer(params, mode=mode), gradients(seed=4))
+        results.append([p.detach() for p in params])
+    diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(*results))
+    assert diff < 1e-6, diff  # float32 rounding of p*(1-lr*wd) - lr*u against p - lr*(u + wd*p)
 
 
 def test_warns_once_past_t_total(caplog):
