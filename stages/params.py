@@ -11,6 +11,7 @@ may be: an unknown, missing or ill-typed key is a ``ParamsError`` naming it (``f
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -150,18 +151,60 @@ def read_params_file(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]
     """Parse params.yaml (floats as YAML 1.2 reads them, like DVC).
 
     Raises:
-        ParamsError: the file is missing, not YAML, or not a mapping at the top.
+        ParamsError: the file is missing, not UTF-8, not YAML, has a key written twice in one mapping
+            (DVC refuses those too) or is not a mapping at the top; one line naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
+    data = path.read_bytes()
     try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ParamsError(f"{path}: line {line}: not UTF-8 (byte 0x{data[err.start]:02x}); save it as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _refuse_repeated_keys(node, "", path)
+        values = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as err:
+        raise ParamsError(f"{path}: {_yaml_error_line(err)}") from None
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML ({err})") from None
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    finally:
+        loader.dispose()
     if not isinstance(values, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     return values
+
+
+def _yaml_error_line(err: yaml.MarkedYAMLError) -> str:
+    """PyYAML's multi-line message as one line: where, what, and where the broken construct began."""
+    mark = err.problem_mark or err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    began = ""
+    if err.context and err.context_mark and err.problem_mark and err.context_mark.line != err.problem_mark.line:
+        began = f"; {err.context} at line {err.context_mark.line + 1}"
+    return f"{where}not valid YAML ({err.problem or err.context}{began})"
+
+
+def _refuse_repeated_keys(node: yaml.Node, prefix: str, path: Path) -> None:
+    """PyYAML keeps the last of two equal keys; a silent override of a param is refused instead."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_repeated_keys(item, f"{prefix}[{i}]", path)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen = set()
+    for key_node, value_node in node.value:
+        key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+        if isinstance(key_node, yaml.ScalarNode):
+            if key_node.value in seen:
+                raise ParamsError(f"{path}: line {key_node.start_mark.line + 1}: key {key} is written twice")
+            seen.add(key_node.value)
+        _refuse_repeated_keys(value_node, key, path)
 
 
 def load_section(section: str, path: str | os.PathLike = DEFAULT_PARAMS) -> Any:
@@ -252,6 +295,8 @@ def _check(hint: Any, value: Any, key: str, path: str | os.PathLike) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{path}: {key}: expected a number, got {_show(value)}")
+        if not math.isfinite(value):  # NaN passes every range check; inf is no setting either
+            raise ParamsError(f"{path}: {key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -64,30 +64,17 @@ CASES = [
     ("a python tag (code) in YAML", "convert",
      {"name: minilm-l6-h384-uncased": "name: !!python/object/apply:os.system ['touch {tmp}/PWNED']"},
      ["not valid YAML"]),
-]
-
-# Known defects of stages/params.py (xfail): (case, stage, replacements, fragments, reason)
-DEFECTS = [
-    ("NaN learning rate", "finetune", {"learning_rate: 1.0e-4": "learning_rate: .nan"}, ["finetune.learning_rate"],
-     "stages/params.py:_check_range compares with < and <=, which NaN passes: add math.isfinite for floats"),
-    ("infinite epochs", "finetune", {"epochs: 3.0": "epochs: .inf"}, ["finetune.epochs"],
-     "stages/params.py:_check/_check_range accept .inf (only the engine's TrainConfig stops it, naming "
-     "TrainConfig.epochs, not the params key)"),
+    ("NaN learning rate", "finetune", {"learning_rate: 1.0e-4": "learning_rate: .nan"},
+     ["finetune.learning_rate", "expected a finite number, got nan"]),
+    ("infinite epochs", "finetune", {"epochs: 3.0": "epochs: .inf"}, ["finetune.epochs", "expected a finite number"]),
     ("NaN SQuAD threshold", "evaluate", {"null_score_diff_threshold: 0.0": "null_score_diff_threshold: .nan"},
-     ["evaluate.null_score_diff_threshold"],
-     "stages/params.py:_check accepts NaN for a float with no range: every null-score comparison is then False"),
-    ("YAML syntax error", "finetune", {"epochs: 3.0": "epochs: [3.0"}, ["not valid YAML", "line 29"],
-     "stages/params.py:read_params_file puts PyYAML's multi-line message into the error: use "
-     "err.problem and err.problem_mark.line + 1 for one line"),
-    ("tab indentation", "tokenize", {"  max_seq_length: 64": "\tmax_seq_length: 64"}, ["not valid YAML"],
-     "stages/params.py:read_params_file: PyYAML's message spans several lines"),
-    ("a key written twice", "finetune", {"  epochs: 3.0": "  epochs: 3.0\n  epochs: 30.0"}, ["finetune.epochs"],
-     "stages/params.py:read_params_file lets a repeated key silently override the first (the SafeLoader "
-     "keeps the last); DVC's YAML reader refuses duplicates"),
-    ("latin-1 bytes", "convert", {"# Every knob": "# <latin-1 e>very knob"}, ["params.yaml"],
-     "stages/params.py:read_params_file: a UnicodeDecodeError escapes without the file name or line"),
+     ["evaluate.null_score_diff_threshold", "expected a finite number"]),
+    ("YAML syntax error", "finetune", {"epochs: 3.0": "epochs: [3.0"}, ["not valid YAML", "line 29"]),
+    ("tab indentation", "tokenize", {"  max_seq_length: 64": "\tmax_seq_length: 64"}, ["not valid YAML", "line "]),
+    ("a key written twice", "finetune", {"  epochs: 3.0": "  epochs: 3.0\n  epochs: 30.0"},
+     ["key finetune.epochs is written twice"]),
+    ("latin-1 bytes", "convert", {"# Every knob": "# <latin-1 e>very knob"}, ["line ", "not UTF-8 (byte 0xe9)"]),
 ]
-
 
 def _args(stage: str, tmp_path, out) -> list[str]:
     return [a.format(out=out, tmp=tmp_path) for a in STAGES[stage]]
@@ -111,19 +98,9 @@ def _run_stage_with(tmp_path, caplog, stage, replacements):
 def test_stage_refuses_bad_params(tmp_path, caplog, case, stage, replacements, fragments):
     with tally(BAD_INPUT, f"params.yaml through stages.{stage}: {case}"):
         rc, params = _run_stage_with(tmp_path, caplog, stage, replacements)
-        if "python tag" in case:  # PyYAML's message spans lines (a DEFECTS case); here: the code never ran
-            assert rc == 1 and not (tmp_path / "PWNED").exists()
-        else:
-            assert_stage_failed(rc, caplog, str(params), *fragments)
-        assert snapshot(tmp_path / "out") == {}, "output written despite bad params"
-
-
-@pytest.mark.parametrize("case, stage, replacements, fragments, reason", DEFECTS, ids=[c[0] for c in DEFECTS])
-def test_stage_params_known_defects(tmp_path, caplog, case, stage, replacements, fragments, reason, request):
-    request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    with tally(BAD_INPUT, f"params.yaml through stages.{stage}: {case}"):
-        rc, params = _run_stage_with(tmp_path, caplog, stage, replacements)
         assert_stage_failed(rc, caplog, str(params), *fragments)
+        assert not (tmp_path / "PWNED").exists()
+        assert snapshot(tmp_path / "out") == {}, "output written despite bad params"
 
 
 def test_stage_command_line_bad_params(tmp_path):
@@ -136,8 +113,6 @@ def test_stage_command_line_bad_params(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="stages/common.py:run_stage has no --debug flag and ignores BERT_DEBUG=1: "
-                   "the traceback of a failed stage cannot be asked for (the bert command can)")
 def test_stage_traceback_on_request(tmp_path):
     with tally(BAD_INPUT, "python -m stages.tokenize with BERT_DEBUG=1 shows the traceback"):
         params = _params(tmp_path, {"max_seq_length: 64": "max_seq_length: 4"})
@@ -146,8 +121,6 @@ def test_stage_traceback_on_request(tmp_path):
         assert proc.returncode != 0 and "Traceback (most recent call last)" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="stages/tokenize.py:main does not compare tokenize.max_seq_length with "
-                   "the model's max_position_embeddings: features longer than 512 crash finetune with an IndexError")
 def test_max_seq_length_beyond_the_models_positions(tmp_path, caplog, minilm_dir):
     from stages import download, tokenize
 
