@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from bert.download import sha256_of
-from stages.common import atomic_outputs, run_stage, write_json
+from stages.common import add_debug_flag, atomic_outputs, run_stage, write_json
 from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
 
 logger = logging.getLogger("stages.builtin_corpus")
@@ -166,6 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stages.builtin_corpus", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="the corpus folder to write")
     parser.add_argument("--params", type=Path, default=DEFAULT_PRETRAIN_PARAMS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -177,7 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.info("corpus: %s, %d documents, %d bytes -> %s", record["source"], record["num_documents"],
                     record["bytes"], args.out / CORPUS_FILE)
 
-    return run_stage("builtin_corpus", body)
+    return run_stage("builtin_corpus", body, debug=args.debug)
 
 
 if __name__ == "__main__":

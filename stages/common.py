@@ -26,7 +26,13 @@ def stage_parser(stage: str, doc: str) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc.splitlines()[0])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="the params file (default params.yaml)")
+    add_debug_flag(parser)
     return parser
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """--debug: a failed stage shows its traceback (as BERT_DEBUG=1 does, and the bert command)."""
+    parser.add_argument("--debug", action="store_true", help="show the traceback on errors (also BERT_DEBUG=1)")
 
 
 def require_input(path: str | os.PathLike, producer: str, what: str = "input") -> Path:
@@ -83,17 +89,19 @@ def setup_logging(rank: int = 0) -> None:
     )
 
 
-def run_stage(name: str, body: Callable[[], None]) -> int:
+def run_stage(name: str, body: Callable[[], None], debug: bool = False) -> int:
     """Run a stage's body as a CLI: 0 on success, 1 with a one-line error on bad input.
 
     Bad input (ValueError, which includes missing inputs, and file errors) is a clear message, not a
-    traceback; anything else is a bug and propagates.
+    traceback, unless `debug` or BERT_DEBUG=1 asks for it; anything else is a bug and propagates.
     """
     setup_logging(int(os.environ.get("RANK", "0")))
     try:
         body()
     except (ValueError, OSError) as err:
         logger.error("stage %s failed: %s", name, err)
+        if debug or os.environ.get("BERT_DEBUG", "") not in ("", "0"):
+            raise
         return 1
     return 0
 

@@ -77,7 +77,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             write_json(tmp / "SOURCE.json", record)
         logger.info("model %s -> %s", params.name, args.out)
 
-    return run_stage("convert", body)
+    return run_stage("convert", body, debug=args.debug)
 
 
 if __name__ == "__main__":

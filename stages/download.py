@@ -148,7 +148,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.info("%s: %s data in %s (%s)", args.task, origin["source"], args.out,
                     ", ".join(f"{s}={f['name']}" for s, f in origin["files"].items()))
 
-    return run_stage("download", body)
+    return run_stage("download", body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items() if isinstance(v, float))
         logger.info("%s%s: %s -> %s", args.task, " (untrained baseline)" if args.untrained else "", shown, args.out)
 
-    return run_stage("evaluate", body)
+    return run_stage("evaluate", body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             cleanup_distributed()
 
-    return run_stage("finetune", body)
+    return run_stage("finetune", body, debug=args.debug)
 
 
 if __name__ == "__main__":

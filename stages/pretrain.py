@@ -32,7 +32,7 @@ from bert.download import sha256_of
 from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed, strip_launcher_args
 from bert.modeling import BertForPreTraining
 from bert.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
-from stages.common import atomic_outputs, environment, require_input, run_stage, write_json
+from stages.common import add_debug_flag, atomic_outputs, environment, require_input, run_stage, write_json
 from stages.finetune import history_streamer, prepare_work_dir
 from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
 
@@ -216,6 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--metrics", required=True, type=Path, help="the metrics JSON to write")
     parser.add_argument("--history", required=True, type=Path, help="the training history JSON to write")
     parser.add_argument("--work", required=True, type=Path, help="the folder for resumable checkpoints")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -233,7 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             cleanup_distributed()
 
-    return run_stage("pretrain", body)
+    return run_stage("pretrain", body, debug=args.debug)
 
 
 if __name__ == "__main__":

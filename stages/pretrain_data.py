@@ -36,7 +36,7 @@ from bert.pretraining_data import (
     write_pretraining_cache,
 )
 from bert.tokenization import BertTokenizer
-from stages.common import atomic_outputs, require_input, run_stage
+from stages.common import add_debug_flag, atomic_outputs, require_input, run_stage
 from stages.params import ParamsError, build, read_params_file
 
 logger = logging.getLogger("stages.pretrain_data")
@@ -140,6 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model", required=True, type=Path, help="the model folder whose vocab.txt to use")
     parser.add_argument("--out", required=True, type=Path, help="the instances folder to write (train/, dev/)")
     parser.add_argument("--params", type=Path, default=DEFAULT_PRETRAIN_PARAMS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -148,7 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             tmp.mkdir()
             build_instances(params, args.corpus, args.model, tmp)
 
-    return run_stage("pretrain_data", body)
+    return run_stage("pretrain_data", body, debug=args.debug)
 
 
 if __name__ == "__main__":

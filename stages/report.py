@@ -207,7 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         f", {len(s['flagged_runs'])} flagged" if s["flagged_runs"] else "")
         logger.info("report: %s and %s", args.markdown, args.html)
 
-    return run_stage("report", body)
+    return run_stage("report", body, debug=args.debug)
 
 
 if __name__ == "__main__":

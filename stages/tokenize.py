@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bert.cache import CacheManifest, write_cache
+from bert.config import BertConfig
 from bert.download import sha256_of
 from bert.fast_tokenization import FastWordpiece
 from bert.tasks import TaskKind, TaskSpec
@@ -110,6 +111,22 @@ def tokenize_split(spec: TaskSpec, task: str, split: str, data: Path, out: Path,
     return manifest
 
 
+def check_model_fits(model: Path, vocab: Path, tokenizer: BertTokenizer, params: TokenizeParams,
+                     params_file: Path) -> None:
+    """Refuse, before any work, features the model could not read: every input is framed with [CLS]
+    and [SEP], and no sequence may be longer than the model's position embeddings."""
+    missing = [t for t in ("[CLS]", "[SEP]") if t not in tokenizer.vocab]
+    if missing:
+        raise ValueError(f"{vocab}: no {' or '.join(missing)} token; every input is framed as "
+                         "[CLS] A [SEP] B [SEP]: use the vocabulary the model was trained with")
+    config_file = model / "config.json"
+    if config_file.is_file():
+        positions = BertConfig.from_json_file(config_file).max_position_embeddings
+        if params.max_seq_length > positions:
+            raise ValueError(f"{params_file}: tokenize.max_seq_length {params.max_seq_length} is more than the "
+                             f"model's max_position_embeddings ({positions}, {config_file})")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = stage_parser("tokenize", __doc__)
@@ -125,6 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         require_input(args.data, "download", f"raw data of {args.task}")
         vocab = require_input(args.model / "vocab.txt", "convert", "vocabulary")
         tokenizer = BertTokenizer(vocab, do_lower_case=params.do_lower_case)
+        check_model_fits(args.model, vocab, tokenizer, params, args.params)
         vocab_sha = sha256_of(vocab)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
@@ -133,7 +151,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 logger.info("%s %s: %d examples -> %d features, %d truncated (max_seq_length %d)",
                             args.task, split, m.num_examples, m.num_features, m.num_truncated, m.max_seq_length)
 
-    return run_stage("tokenize", body)
+    return run_stage("tokenize", body, debug=args.debug)
 
 
 if __name__ == "__main__":
