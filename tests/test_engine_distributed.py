@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow]
 BASE = dict(epochs=2.0, learning_rate=1e-3, global_batch_size=16, warmup_proportion=0.1,
             log_every=1, seed=7)
 N_TRAIN = 160
-TWO_LOCAL = ["--standalone", "--nproc_per_node", "2"]
+TWO_LOCAL = ["--nproc_per_node", "2"]  # dvc.yaml's form: no --standalone, torchrun picks a free port
 
 
 def _worker_args(settings: dict, work, out) -> list[str]:
@@ -51,13 +51,14 @@ def _single_process_run(tmp_path):
 # One test for three claims: the launches it needs are costly, and xdist_group does not keep tests
 # on one worker with pytest 9 (xdist 3.8 renames node ids through an attribute pytest 9 ignores).
 def test_two_processes_and_two_nodes_give_the_losses_of_one_process(tmp_path):
-    # One node x 2 processes (accumulation 2) and two nodes x 1 process, launched side by side.
+    # One node x 2 processes (accumulation 2) and two nodes x 1 process, launched side by side. The
+    # nodes get their rendezvous from PET_* variables, as the README tells cluster users to set them
+    # around dvc.yaml's unchanged command.
     settings = {**BASE, "grad_accum_steps": 2, "dropout": 0.0, "n_train": N_TRAIN}
-    port = free_port()
-    nodes = [torchrun(["--nnodes", "2", "--node_rank", str(r), "--nproc_per_node", "1",
-                       "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-                       "--rdzv_id", "engine-test", "--local_addr", "127.0.0.1"],
-                      _worker_args(settings, tmp_path / f"nodes{r}", tmp_path / "nodes.pt"))
+    rendezvous = ["env", "PET_NNODES=2", "PET_RDZV_BACKEND=c10d", f"PET_RDZV_ENDPOINT=127.0.0.1:{free_port()}",
+                  "PET_RDZV_ID=engine-test", "PET_LOCAL_ADDR=127.0.0.1"]
+    nodes = [rendezvous + torchrun(["--nproc_per_node", "1"],
+                                   _worker_args(settings, tmp_path / f"nodes{r}", tmp_path / "nodes.pt"))
              for r in (0, 1)]
     one_node = torchrun(TWO_LOCAL, _worker_args(settings, tmp_path / "one_node", tmp_path / "one.pt"))
     for proc in launch([one_node, *nodes], timeout=240):
