@@ -8,6 +8,9 @@ that its peak RSS is its own):
                            BertAdam) then stages.evaluate on dev
     hf-default             HF Trainer as run_glue.py runs by default: pad to max_seq_length, fp32
     hf-best                HF Trainer with dynamic padding, group_by_length and bf16
+    ours-bf16-2proc        ours-bf16 as two torchrun processes of one thread each (DDP over gloo, the
+                           same global batch): the two cores without intra-op thread hand-offs
+    hf-best-2proc          hf-best the same way (Trainer under torchrun, 2 x batch 16)
 
 Both sides tokenize before the clock starts; the figure is the training loop's time (our FitResult
 seconds, HF's train_runtime), then dev accuracy/F1. HF's Trainer needs `accelerate`: pass a folder
@@ -34,9 +37,14 @@ from common import REPO_ROOT, SHARED_DATA, machine_info, peak_rss_mb, table, wri
 log = logging.getLogger("finetune_mrpc")
 
 MRPC = SHARED_DATA / "glue" / "MRPC"
-CONFIGS = ["ours-fp32", "ours-bf16", "hf-default", "hf-best"]
+CONFIGS = ["ours-fp32", "ours-bf16", "hf-default", "hf-best", "ours-bf16-2proc", "hf-best-2proc"]
+TWO_PROCESSES = "-2proc"
 HYPER = {"learning_rate": 5e-5, "batch": 32, "max_seq_length": 128, "warmup": 0.1, "weight_decay": 0.01,
          "seed": 42}
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def write_params(work: Path, epochs: float, precision: str) -> Path:
@@ -50,9 +58,14 @@ def write_params(work: Path, epochs: float, precision: str) -> Path:
     params["finetune"].update(epochs=float(epochs), learning_rate=HYPER["learning_rate"],
                               global_batch_size=HYPER["batch"], warmup_proportion=HYPER["warmup"],
                               weight_decay=HYPER["weight_decay"], precision=precision, group_by_length=True,
-                              checkpoint_every=0, log_every=20)
-    path = work / f"params-{precision}.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+                              checkpoint_every=0, log_every=20, nproc=world_size())
+    path = work / f"params-{precision}-{world_size()}.yaml"
+    if int(os.environ.get("RANK", "0")) == 0:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(params, sort_keys=False))
+        tmp.replace(path)
+    while not path.is_file():  # the other ranks wait for rank 0's file
+        time.sleep(0.05)
     return path
 
 
@@ -70,18 +83,27 @@ def prepare_ours(work: Path) -> None:
                               "--model", str(work / "pretrained"), "--out", str(work / "features")]) == 0
 
 
-def run_ours(work: Path, precision: str, epochs: float) -> dict:
-    """Our finetune then evaluate stages, in this process."""
+def run_ours(work: Path, name: str, epochs: float) -> dict:
+    """Our finetune then evaluate stages, in this process; the precision is the name's second part."""
     from stages import evaluate, finetune
 
-    params = str(write_params(work, epochs, precision))
-    out = work / f"ours-{precision}"
+    params = str(write_params(work, epochs, name.split("-")[1]))
+    out = work / name
     common = ["--params", params, "--task", "mrpc", "--features", str(work / "features")]
     cpu = time.process_time()
     assert finetune.main(common + ["--seed", str(HYPER["seed"]), "--model", str(work / "pretrained"),
                                    "--out", str(out / "model"), "--history", str(out / "history.json"),
                                    "--work", str(out / "work")]) == 0
     cpu = time.process_time() - cpu
+    rank = int(os.environ.get("RANK", "0"))
+    write_json(work / f"cpu-{name}-rank{rank}.json", {"cpu_s": cpu})  # before evaluate, which syncs the ranks
+    if world_size() > 1:
+        if rank != 0:
+            return {}
+        time.sleep(2)  # the other ranks' CPU files; then evaluate as the pipeline does: one process
+        cpu = sum(json.loads((work / f"cpu-{name}-rank{r}.json").read_text())["cpu_s"] for r in range(world_size()))
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
     assert evaluate.main(common + ["--data", str(work / "raw"), "--model", str(out / "model"),
                                    "--out", str(out / "eval")]) == 0
     training = json.loads((out / "model" / "training.json").read_text())
@@ -122,7 +144,7 @@ def run_hf(work: Path, best: bool, epochs: float) -> dict:
     model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     args = TrainingArguments(
         output_dir=str(work / ("hf-best" if best else "hf-default")), use_cpu=True, report_to=[],
-        per_device_train_batch_size=HYPER["batch"], per_device_eval_batch_size=128,
+        per_device_train_batch_size=HYPER["batch"] // world_size(), per_device_eval_batch_size=128,
         learning_rate=HYPER["learning_rate"], num_train_epochs=epochs, warmup_steps=HYPER["warmup"],
         weight_decay=HYPER["weight_decay"], seed=HYPER["seed"], save_strategy="no", eval_strategy="no",
         logging_steps=20, disable_tqdm=True, bf16=best,
@@ -149,9 +171,11 @@ def child(name: str, work: Path, epochs: float, threads: int) -> None:
         torch.set_num_threads(threads)
     start = time.perf_counter()
     if name.startswith("ours"):
-        result = run_ours(work, name.split("-")[1], epochs)
+        result = run_ours(work, name, epochs)
     else:
-        result = run_hf(work, name == "hf-best", epochs)
+        result = run_hf(work, name.startswith("hf-best"), epochs)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     result.update(config=name, epochs=epochs, process_s=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(),
                   seconds_per_epoch=result["train_s"] / epochs, threads=torch.get_num_threads(),
                   cpu_s_per_epoch=result["finetune_cpu_s"] / epochs)
@@ -183,8 +207,12 @@ def main(argv=None) -> int:
         if name.startswith("hf") and args.hf_path:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.hf_path), env.get("PYTHONPATH")]))
         log.info("running %s (%.2f epochs)", name, args.epochs)
-        subprocess.run([sys.executable, __file__, "--child", name, "--work", str(args.work),
-                        "--epochs", str(args.epochs), "--threads", str(args.threads)], env=env, check=True,
+        launcher, threads = [], args.threads
+        if name.endswith(TWO_PROCESSES):
+            launcher, threads = ["-m", "torch.distributed.run", "--nproc_per_node", "2"], 1
+            env["OMP_NUM_THREADS"] = "1"
+        subprocess.run([sys.executable, *launcher, __file__, "--child", name, "--work", str(args.work),
+                        "--epochs", str(args.epochs), "--threads", str(threads)], env=env, check=True,
                        cwd=REPO_ROOT)
         result = json.loads((args.work / f"result-{name}.json").read_text())
         rows.append(result)
@@ -192,16 +220,22 @@ def main(argv=None) -> int:
                  result["seconds_per_epoch"], result["cpu_s_per_epoch"], result["sequences_per_s"],
                  result["peak_rss_mb"],
                  result["accuracy"], result["f1"])
+    if args.out.is_file():  # keep the earlier runs of configs not run this time (same epochs only)
+        earlier = json.loads(args.out.read_text())
+        if earlier.get("epochs") == args.epochs:
+            ran = {r["config"] for r in rows}
+            rows = [r for r in earlier["results"] if r["config"] not in ran] + rows
     by_name = {r["config"]: r for r in rows}
     for r in rows:
-        for ref in ("hf-default", "hf-best"):
+        for ref in ("hf-default", "hf-best", "hf-best-2proc"):
             if ref in by_name and r["config"].startswith("ours"):
                 r[f"vs_{ref}"] = by_name[ref]["seconds_per_epoch"] / r["seconds_per_epoch"]
                 r[f"cpu_vs_{ref}"] = by_name[ref]["cpu_s_per_epoch"] / r["cpu_s_per_epoch"]
     write_json(args.out, {"machine": machine_info(), "hyperparameters": HYPER, "epochs": args.epochs,
                           "results": rows})
     print(table(rows, ["config", "seconds_per_epoch", "cpu_s_per_epoch", "sequences_per_s", "peak_rss_mb",
-                       "accuracy", "f1", "vs_hf-default", "vs_hf-best", "cpu_vs_hf-default", "cpu_vs_hf-best"]))
+                       "accuracy", "f1", "vs_hf-default", "vs_hf-best", "vs_hf-best-2proc", "cpu_vs_hf-default",
+                       "cpu_vs_hf-best"]))
     return 0
 
 

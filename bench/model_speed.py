@@ -7,6 +7,7 @@ example. Contenders run interleaved (bench/common.py), warmed up, median of the 
 
     python bench/model_speed.py                     # every case, writes bench/model_speed.json
     python bench/model_speed.py --models minilm --seqs 128 --rounds 3
+    python bench/model_speed.py --models minilm --seqs 128 --compile   # adds torch.compile(ours)
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def padded_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, t
 CONTENDERS = {"ours": "our BertModel (padded computation, the default)",
               "ours_skip": "our BertModel with skip_padding=True (real tokens only)",
               "hf": "HF transformers' BertModel (SDPA attention)"}
+COMPILED = {"ours_compiled": "torch.compile(our BertModel), inductor, padded computation"}
 
 
 def _outputs(model: torch.nn.Module, inputs: dict, who: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +73,14 @@ def _outputs(model: torch.nn.Module, inputs: dict, who: str) -> tuple[torch.Tens
         out = model(**inputs)
         return out.last_hidden_state, out.pooler_output
     return tuple(model(**inputs, output_all_encoded_layers=False, skip_padding=who == "ours_skip"))
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile of `model` for fixed shapes (each case compiles in its warm-up round)."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = 64  # one graph per (mode, precision, seq) case
+    return torch.compile(model, dynamic=False)
 
 
 def make_step(model, inputs, who: str, train: bool, precision: str):
@@ -96,17 +106,20 @@ def make_step(model, inputs, who: str, train: bool, precision: str):
 
 
 def run_case(pair, model_name: str, batch: int, seq: int, precision: str, train: bool, rounds: int,
-             clock) -> dict:
+             clock, ours_compiled: torch.nn.Module | None = None) -> dict:
     ours, theirs = pair
     inputs = padded_batch(batch, seq, ours.config.vocab_size)
-    models = {"ours": ours, "ours_skip": ours, "hf": theirs}
-    timings = interleaved({who: make_step(models[who], inputs, who, train, precision) for who in CONTENDERS},
+    models = {"ours": ours, "ours_skip": ours, "hf": theirs, "ours_compiled": ours_compiled}
+    contenders = [*CONTENDERS, *(COMPILED if ours_compiled is not None else {})]
+    timings = interleaved({who: make_step(models[who], inputs, who, train, precision) for who in contenders},
                           rounds=rounds, warmup=1, clock=clock)
     row = {"model": model_name, "mode": "fwd+bwd" if train else "forward", "precision": precision,
            "batch": batch, "seq": seq, "fill": round(inputs["attention_mask"].float().mean().item(), 3)}
-    row.update({f"{who}_s": timings[who].median_s for who in CONTENDERS})
+    row.update({f"{who}_s": timings[who].median_s for who in contenders})
     row["speedup"] = row["hf_s"] / row["ours_s"]
     row["speedup_skip"] = row["hf_s"] / row["ours_skip_s"]
+    if ours_compiled is not None:
+        row["speedup_compiled"] = row["hf_s"] / row["ours_compiled_s"]
     row["timings"] = {k: v.to_dict() for k, v in timings.items()}
     log.info("%s %s %s b%d s%d: ours %.3fs, ours skip_padding %.3fs, hf %.3fs -> %.2fx, %.2fx", model_name,
              row["mode"], precision, batch, seq, row["ours_s"], row["ours_skip_s"], row["hf_s"], row["speedup"],
@@ -127,6 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=["forward", "fwd+bwd"], choices=["forward", "fwd+bwd"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(our model)")
     add_timing_args(parser)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "model_speed.json")
     args = parser.parse_args(argv)
@@ -135,16 +149,21 @@ def main(argv=None) -> int:
     rows = []
     for model_name in args.models:
         pair = build_pair(model_name)
+        ours_compiled = compiled(pair[0]) if args.compile else None
         for seq in args.seqs:
             for precision in args.precisions:
                 for mode in args.modes:
                     rows.append(run_case(pair, model_name, batch_for(model_name, seq, args.batch), seq,
-                                         precision, mode == "fwd+bwd", args.rounds, clock))
-    payload = {"machine": machine_info(), "rounds": args.rounds, "contenders": CONTENDERS,
+                                         precision, mode == "fwd+bwd", args.rounds, clock, ours_compiled))
+    payload = {"machine": machine_info(), "rounds": args.rounds,
+               "contenders": {**CONTENDERS, **(COMPILED if args.compile else {})},
                "clock": "cpu seconds, 1 thread" if args.cpu_time else "wall seconds", "results": rows}
     write_json(args.out, payload)
-    print(table(rows, ["model", "mode", "precision", "batch", "seq", "fill", "ours_s", "ours_skip_s", "hf_s",
-                       "speedup", "speedup_skip"]))
+    columns = ["model", "mode", "precision", "batch", "seq", "fill", "ours_s", "ours_skip_s", "hf_s", "speedup",
+               "speedup_skip"]
+    if args.compile:
+        columns += ["ours_compiled_s", "speedup_compiled"]
+    print(table(rows, columns))
     print(f"machine: {payload['machine']}")
     return 0
 
