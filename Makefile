@@ -29,7 +29,7 @@ $(VENV)/.test-$(HASH): | $(PY)
 install: $(VENV)/.test-$(HASH)
 
 test: $(VENV)/.test-$(HASH)
-	$(BIN_PATH) $(PY) -m pytest -q -n 2 --dist loadgroup
+	$(BIN_PATH) $(PY) -m pytest -q -n 2 --dist loadgroup --durations=30
 
 run: $(VENV)/.pipeline-$(HASH)
 	$(BIN_PATH) $(VENV)/bin/dvc repro
