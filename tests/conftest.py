@@ -15,6 +15,12 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 2) // 2)))
 
 
+def pytest_collection_modifyitems(items):
+    """The longest tests first: with two workers one starts on them at once while the other takes the
+    rest, instead of the suite waiting for them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The packaged all-MiniLM-L6-v2 folder (config.json, model.safetensors, vocab.txt)."""
