@@ -162,7 +162,9 @@ def test_sigkill_during_tokenize(tmp_path, qa_inputs, minilm_dir, splits_written
         _kill(proc)
         assert paused, "the stage never reached the pause"
         assert not out.exists() and _only_temp_left(out.parent), "a killed tokenize left output under its final name"
+        assert any(out.parent.iterdir()), "the killed stage left no temporary: nothing to clean up was tested"
         assert tokenize.main([*args, "--out", str(out)]) == 0
+        assert sorted(p.name for p in out.parent.iterdir()) == ["demo-qa"], "the killed run's temporary stayed"
         assert tokenize.main([*args, "--out", str(tmp_path / "reference")]) == 0
         differ = sorted(set(snapshot(out).items()) ^ set(snapshot(tmp_path / "reference").items()))
         rec["lost"] = len(differ)
