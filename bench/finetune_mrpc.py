@@ -47,6 +47,19 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def wait_for(paths: list[Path], timeout_s: float = 120.0) -> None:
+    """Until every path exists: what one rank writes for another (the ranks share no other channel here)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(p.is_file() for p in paths):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {[str(p) for p in paths if not p.is_file()]}")
+        time.sleep(0.05)
+
+
 def write_params(work: Path, epochs: float, precision: str) -> Path:
     """A params.yaml for our stages: the repo's, with MRPC from the shared data and the bench's settings."""
     import yaml
@@ -60,12 +73,11 @@ def write_params(work: Path, epochs: float, precision: str) -> Path:
                               weight_decay=HYPER["weight_decay"], precision=precision, group_by_length=True,
                               checkpoint_every=0, log_every=20, nproc=world_size())
     path = work / f"params-{precision}-{world_size()}.yaml"
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank() == 0:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(params, sort_keys=False))
         tmp.replace(path)
-    while not path.is_file():  # the other ranks wait for rank 0's file
-        time.sleep(0.05)
+    wait_for([path])  # the other ranks read rank 0's file
     return path
 
 
@@ -95,13 +107,13 @@ def run_ours(work: Path, name: str, epochs: float) -> dict:
                                    "--out", str(out / "model"), "--history", str(out / "history.json"),
                                    "--work", str(out / "work")]) == 0
     cpu = time.process_time() - cpu
-    rank = int(os.environ.get("RANK", "0"))
-    write_json(work / f"cpu-{name}-rank{rank}.json", {"cpu_s": cpu})  # before evaluate, which syncs the ranks
+    cpu_files = [work / f"cpu-{name}-rank{r}.json" for r in range(world_size())]
+    write_json(cpu_files[rank()], {"cpu_s": cpu})
     if world_size() > 1:
-        if rank != 0:
+        if rank() != 0:
             return {}
-        time.sleep(2)  # the other ranks' CPU files; then evaluate as the pipeline does: one process
-        cpu = sum(json.loads((work / f"cpu-{name}-rank{r}.json").read_text())["cpu_s"] for r in range(world_size()))
+        wait_for(cpu_files)  # the other ranks' CPU seconds; then evaluate as the pipeline does: one process
+        cpu = sum(json.loads(f.read_text())["cpu_s"] for f in cpu_files)
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             os.environ.pop(key, None)
     assert evaluate.main(common + ["--data", str(work / "raw"), "--model", str(out / "model"),
@@ -174,7 +186,7 @@ def child(name: str, work: Path, epochs: float, threads: int) -> None:
         result = run_ours(work, name, epochs)
     else:
         result = run_hf(work, name.startswith("hf-best"), epochs)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if rank() != 0:
         return
     result.update(config=name, epochs=epochs, process_s=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(),
                   seconds_per_epoch=result["train_s"] / epochs, threads=torch.get_num_threads(),
@@ -207,6 +219,8 @@ def main(argv=None) -> int:
         if name.startswith("hf") and args.hf_path:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.hf_path), env.get("PYTHONPATH")]))
         log.info("running %s (%.2f epochs)", name, args.epochs)
+        for stale in args.work.glob(f"cpu-{name}-rank*.json"):  # an earlier run's: not this one's figures
+            stale.unlink()
         launcher, threads = [], args.threads
         if name.endswith(TWO_PROCESSES):
             launcher, threads = ["-m", "torch.distributed.run", "--nproc_per_node", "2"], 1

@@ -41,9 +41,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _host_prefix(path: Path) -> str:
+    """``.NAME.HOST-``: temporaries are named ``.NAME.HOST-PID.random.tmp``, after target, host and process."""
+    return f".{path.name}.{socket.gethostname()}-"
+
+
 def _temp_prefix(path: Path, pid: int) -> str:
-    """Temporaries are named after their target, host and process: ``.NAME.HOST-PID.random.tmp``."""
-    return f".{path.name}.{socket.gethostname()}-{pid}."
+    return f"{_host_prefix(path)}{pid}."
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
@@ -51,7 +55,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
     Writers on other hosts (shared storage) and live processes are left alone. Returns what was deleted.
     """
-    start = _temp_prefix(path, 0)[:-2]  # ".NAME.HOST-"
+    start = _host_prefix(path)
     removed = []
     for entry in path.parent.iterdir() if path.parent.is_dir() else ():
         if not entry.name.startswith(start) or not entry.name.endswith(".tmp"):
