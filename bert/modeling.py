@@ -118,7 +118,7 @@ class EncoderPlan(NamedTuple):
         """Packed [tokens, d] -> [batch, seq, d] with zeros at positions not computed (as is if padded)."""
         if self.packed is None:
             return x
-        flat = x.new_zeros(self.shape[0] * self.shape[1], x.shape[-1]).index_copy(0, self.packed, x)
+        flat = x.new_zeros(self.shape[0] * self.shape[1], x.shape[-1]).index_copy_(0, self.packed, x)  # no clone
         return flat.view(*self.shape, -1)
 
     def unpad(self, x: Tensor) -> Tensor:

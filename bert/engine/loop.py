@@ -31,6 +31,7 @@ from bert.engine.config import FitResult, TrainConfig
 from bert.engine.distributed import DistContext
 from bert.engine.optim import build_optimizer
 from bert.engine.precision import Precision
+from bert.engine.row_grads import RowGradients
 from bert.engine.sampler import DistributedLengthGroupedSampler, StepPlan
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ class Trainer:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, forward_sync_buffers=False,
                                                find_unused_parameters=bool(unused))
+        # CPU: embedding gradients go into buffers kept for the run (after DDP is built; see row_grads.py).
+        self.row_grads = RowGradients(self.model if ctx.device.type == "cpu" else nn.Module())
+        self.row_grads.enable()
         self.global_step = 0
         self.updates = 0  # optimizer updates applied (steps minus fp16-skipped ones)
         self.last_lr = 0.0
@@ -161,7 +165,7 @@ class Trainer:
             self.updates += 1
             if self.opt.scheduler is not None:
                 self.opt.scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.row_grads.zero_(optimizer)
         return taken
 
     # ------------------------------------------------------------------------------------------
@@ -315,6 +319,7 @@ class Trainer:
                 if done:
                     break
         bar.close()
+        self.row_grads.disable()
         self.model.train(was_training)
         seconds = time.perf_counter() - start
         return FitResult(
