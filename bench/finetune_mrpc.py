@@ -18,6 +18,7 @@ holding it with --hf-path if the venv lacks it (it is only put on the HF child's
 
     python bench/finetune_mrpc.py                       # all four, writes bench/finetune_mrpc.json
     python bench/finetune_mrpc.py --configs ours-bf16 hf-best --epochs 0.1   # a quick check
+    python bench/finetune_mrpc.py --configs ours-bf16 hf-best --rounds 2     # each twice, in both orders
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import csv
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -194,6 +196,39 @@ def child(name: str, work: Path, epochs: float, threads: int) -> None:
     write_json(work / f"result-{name}.json", result)
 
 
+def run_config(args, name: str) -> dict:
+    """One contender in its own process (torchrun for the 2-process ones); its result record."""
+    env = dict(os.environ)
+    if name.startswith("hf") and args.hf_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.hf_path), env.get("PYTHONPATH")]))
+    log.info("running %s (%.2f epochs)", name, args.epochs)
+    for stale in args.work.glob(f"cpu-{name}-rank*.json"):  # an earlier run's: not this one's figures
+        stale.unlink()
+    launcher, threads = [], args.threads
+    if name.endswith(TWO_PROCESSES):
+        launcher, threads = ["-m", "torch.distributed.run", "--nproc_per_node", "2"], 1
+        env["OMP_NUM_THREADS"] = "1"
+    subprocess.run([sys.executable, *launcher, __file__, "--child", name, "--work", str(args.work),
+                    "--epochs", str(args.epochs), "--threads", str(threads)], env=env, check=True,
+                   cwd=REPO_ROOT)
+    result = json.loads((args.work / f"result-{name}.json").read_text())
+    log.info("%s: %.1f s/epoch (%.1f CPU s), %.1f seq/s, peak RSS %.0f MiB, dev acc %.2f F1 %.2f", name,
+             result["seconds_per_epoch"], result["cpu_s_per_epoch"], result["sequences_per_s"],
+             result["peak_rss_mb"],
+             result["accuracy"], result["f1"])
+    return result
+
+
+def median_run(results: list[dict]) -> dict:
+    """One record for a config's rounds: the run nearest the median, with the median seconds (wall and CPU)
+    per epoch and every round's wall figure under "rounds_seconds_per_epoch"."""
+    wall = statistics.median(r["seconds_per_epoch"] for r in results)
+    chosen = dict(min(results, key=lambda r: abs(r["seconds_per_epoch"] - wall)))
+    chosen.update(seconds_per_epoch=wall, cpu_s_per_epoch=statistics.median(r["cpu_s_per_epoch"] for r in results),
+                  rounds_seconds_per_epoch=[r["seconds_per_epoch"] for r in results])
+    return chosen
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
@@ -202,6 +237,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hf-path", type=Path, help="a folder with `accelerate`, for the HF child only")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in each run (0: torch's default); "
                         "with 1, CPU seconds per epoch measure the work whatever the machine's load")
+    parser.add_argument("--rounds", type=int, default=1, help="run every config this many times, the order "
+                        "reversed every other round (the machine's speed drifts over minutes); report the median")
     parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "finetune_mrpc.json")
     args = parser.parse_args(argv)
@@ -213,27 +250,12 @@ def main(argv=None) -> int:
         raise SystemExit(f"{MRPC}: MRPC not found (the shared data folder)")
     args.work.mkdir(parents=True, exist_ok=True)
     prepare_ours(args.work)
-    rows = []
-    for name in args.configs:
-        env = dict(os.environ)
-        if name.startswith("hf") and args.hf_path:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.hf_path), env.get("PYTHONPATH")]))
-        log.info("running %s (%.2f epochs)", name, args.epochs)
-        for stale in args.work.glob(f"cpu-{name}-rank*.json"):  # an earlier run's: not this one's figures
-            stale.unlink()
-        launcher, threads = [], args.threads
-        if name.endswith(TWO_PROCESSES):
-            launcher, threads = ["-m", "torch.distributed.run", "--nproc_per_node", "2"], 1
-            env["OMP_NUM_THREADS"] = "1"
-        subprocess.run([sys.executable, *launcher, __file__, "--child", name, "--work", str(args.work),
-                        "--epochs", str(args.epochs), "--threads", str(threads)], env=env, check=True,
-                       cwd=REPO_ROOT)
-        result = json.loads((args.work / f"result-{name}.json").read_text())
-        rows.append(result)
-        log.info("%s: %.1f s/epoch (%.1f CPU s), %.1f seq/s, peak RSS %.0f MiB, dev acc %.2f F1 %.2f", name,
-                 result["seconds_per_epoch"], result["cpu_s_per_epoch"], result["sequences_per_s"],
-                 result["peak_rss_mb"],
-                 result["accuracy"], result["f1"])
+    runs: dict[str, list[dict]] = {name: [] for name in args.configs}
+    for round_ in range(args.rounds):
+        order = args.configs if round_ % 2 == 0 else list(reversed(args.configs))
+        for name in order:
+            runs[name].append(run_config(args, name))
+    rows = [median_run(results) for results in runs.values()]
     if args.out.is_file():  # keep the earlier runs of configs not run this time (same epochs only)
         earlier = json.loads(args.out.read_text())
         if earlier.get("epochs") == args.epochs:
