@@ -238,7 +238,7 @@ class BertAdam(torch.optim.Optimizer):
                 return
             # On the CPU reading the coefficients is free: multiply only the clipped gradients (x * 1 == x),
             # which saves a pass over most of them.
-            clipped = [(g, c) for g, c in zip(grads, coefs.unbind(0)) if c < 1.0]
+            clipped = [(g, c) for g, c in zip(grads, coefs.tolist()) if c < 1.0]  # fp32 values, exact as floats
             if clipped:
                 torch._foreach_mul_([g for g, _ in clipped], [c for _, c in clipped])
 

@@ -70,3 +70,23 @@ def test_fit_with_row_gradients_trains_the_same_weights_and_hands_back_a_dense_m
     assert worst < 1e-5 and moved > 1e-3
     embeddings = [m for m in with_rows.modules() if isinstance(m, torch.nn.Embedding)]
     assert len(embeddings) == 3 and all(not m.sparse and m.weight.grad is None for m in embeddings)
+
+
+def test_a_failing_run_still_hands_back_a_dense_model(tmp_path):
+    data, model, calls = ToyDataset(64, seed=6), tiny_model(0.0), []
+
+    def failing_collate(items):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("bad batch")
+        return collate(items)
+
+    try:
+        fit(model, data, failing_collate, TrainConfig(global_batch_size=8), tmp_path, lengths=data.lengths,
+            progress=False)
+    except RuntimeError as error:
+        assert str(error) == "bad batch"
+    else:
+        raise AssertionError("the run did not fail")
+    embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert all(not m.sparse and m.weight.grad is None for m in embeddings)

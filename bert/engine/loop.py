@@ -268,33 +268,10 @@ class Trainer:
                           num_workers=self.cfg.num_workers, generator=torch.Generator(),
                           pin_memory=self.ctx.device.type == "cuda")
 
-    def run(self) -> FitResult:
-        """Train until the configured number of steps; returns the FitResult."""
+    def _train_steps(self, bar: tqdm) -> int:
+        """Steps until the configured total (logging, checkpoints); returns the sequences trained on."""
         cfg, ctx = self.cfg, self.ctx
-        latest = ckpt.latest_checkpoint(self.work_dir) if cfg.resume else None
-        if ctx.distributed:
-            # Every rank reads the checkpoint rank 0 wrote: they must all see the same one.
-            found = torch.tensor([ckpt.list_checkpoints(self.work_dir)[-1][0] if latest else -1],
-                                 device=ctx.device)
-            low, high = -ctx.all_reduce_max(-found.clone()), ctx.all_reduce_max(found.clone())
-            if int(low) != int(high):
-                raise ValueError(f"{ckpt.checkpoint_dir(self.work_dir)}: the ranks see different "
-                                 f"checkpoints (steps {int(low)} to {int(high)}; -1 = none): the work "
-                                 f"folder must be on a file system shared by all nodes")
-        if latest is not None:
-            self.restore(latest)
-        elif ctx.is_main and ckpt.list_checkpoints(self.work_dir):
-            # A fresh run must not leave a stale, later-numbered checkpoint to be resumed from.
-            for _, old in ckpt.list_checkpoints(self.work_dir):
-                old.unlink()
-        ctx.barrier()
-        was_training = self.model.training
-        self.model.train()
-        start_step, start = self.global_step, time.perf_counter()
         sequences = 0
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step",
-                   disable=not (ctx.is_main and self.progress))
-        self.log_time = start
         while self.global_step < self.total_steps:
             epoch = self.global_step // self.steps_per_epoch
             self.sampler.set_epoch(epoch)
@@ -318,8 +295,39 @@ class Trainer:
                     self.save()
                 if done:
                     break
-        bar.close()
-        self.row_grads.disable()
+        return sequences
+
+    def run(self) -> FitResult:
+        """Train until the configured number of steps; returns the FitResult."""
+        cfg, ctx = self.cfg, self.ctx
+        latest = ckpt.latest_checkpoint(self.work_dir) if cfg.resume else None
+        if ctx.distributed:
+            # Every rank reads the checkpoint rank 0 wrote: they must all see the same one.
+            found = torch.tensor([ckpt.list_checkpoints(self.work_dir)[-1][0] if latest else -1],
+                                 device=ctx.device)
+            low, high = -ctx.all_reduce_max(-found.clone()), ctx.all_reduce_max(found.clone())
+            if int(low) != int(high):
+                raise ValueError(f"{ckpt.checkpoint_dir(self.work_dir)}: the ranks see different "
+                                 f"checkpoints (steps {int(low)} to {int(high)}; -1 = none): the work "
+                                 f"folder must be on a file system shared by all nodes")
+        if latest is not None:
+            self.restore(latest)
+        elif ctx.is_main and ckpt.list_checkpoints(self.work_dir):
+            # A fresh run must not leave a stale, later-numbered checkpoint to be resumed from.
+            for _, old in ckpt.list_checkpoints(self.work_dir):
+                old.unlink()
+        ctx.barrier()
+        was_training = self.model.training
+        self.model.train()
+        start_step, start = self.global_step, time.perf_counter()
+        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train", unit="step",
+                   disable=not (ctx.is_main and self.progress))
+        self.log_time = start
+        try:
+            sequences = self._train_steps(bar)
+        finally:  # also when a step fails: hand the model back as it came
+            bar.close()
+            self.row_grads.disable()
         self.model.train(was_training)
         seconds = time.perf_counter() - start
         return FitResult(
