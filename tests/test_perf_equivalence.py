@@ -143,6 +143,20 @@ def test_dropout_mask_rate_values_and_seeding():
     assert abs((y == 0).float().mean().item() - 0.25) < 1e-2
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dropout_scales_kept_values_exactly_as_torch_dropout(dtype):
+    # torch's CPU dropout multiplies by a mask held in the input's dtype (1 / 0.9 is 1.109375 in bf16);
+    # ours must round the same way, so every element both keep is bit-identical.
+    torch.manual_seed(3)
+    x = torch.randn(300, 400).to(dtype)
+    ours = bert.modeling.Dropout(0.1).train()(x)
+    theirs = torch.nn.functional.dropout(x, 0.1, training=True)
+    both = (ours != 0) & (theirs != 0) & (x != 0)
+    assert both.sum() > 0.75 * x.numel()
+    assert torch.equal(ours[both], theirs[both])
+
+
 def _full_mlm_loss(model, ids, types, mask, labels):
     with torch.no_grad():
         logits = model(ids, types, mask)
