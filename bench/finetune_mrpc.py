@@ -214,8 +214,7 @@ def run_config(args, name: str) -> dict:
     result = json.loads((args.work / f"result-{name}.json").read_text())
     log.info("%s: %.1f s/epoch (%.1f CPU s), %.1f seq/s, peak RSS %.0f MiB, dev acc %.2f F1 %.2f", name,
              result["seconds_per_epoch"], result["cpu_s_per_epoch"], result["sequences_per_s"],
-             result["peak_rss_mb"],
-             result["accuracy"], result["f1"])
+             result["peak_rss_mb"], result["accuracy"], result["f1"])
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from bert import BertConfig, BertForMaskedLM
@@ -81,12 +82,8 @@ def test_a_failing_run_still_hands_back_a_dense_model(tmp_path):
             raise RuntimeError("bad batch")
         return collate(items)
 
-    try:
+    with pytest.raises(RuntimeError, match="^bad batch$"):
         fit(model, data, failing_collate, TrainConfig(global_batch_size=8), tmp_path, lengths=data.lengths,
             progress=False)
-    except RuntimeError as error:
-        assert str(error) == "bad batch"
-    else:
-        raise AssertionError("the run did not fail")
     embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     assert all(not m.sparse and m.weight.grad is None for m in embeddings)

@@ -143,7 +143,6 @@ def test_dropout_mask_rate_values_and_seeding():
     assert abs((y == 0).float().mean().item() - 0.25) < 1e-2
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_dropout_scales_kept_values_exactly_as_torch_dropout(dtype):
     # torch's CPU dropout multiplies by a mask held in the input's dtype (1 / 0.9 is 1.109375 in bf16);
