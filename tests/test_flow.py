@@ -37,23 +37,23 @@ DRIVER = textwrap.dedent("""
         state = flows[step.get("flow", "pipeline")](**step["kwargs"], return_state=True)
         seconds = time.perf_counter() - start
         flow_run_id = state.state_details.flow_run_id
-        # Task-run records reach the API in the background: read until two reads a second apart agree.
+        # Task-run records (and their states) reach the API in the background: read until every record has
+        # a state and two reads a second apart agree, for at most 60 s.
         with get_client(sync_client=True) as client:
-            runs, deadline = None, time.monotonic() + 60
+            tasks, deadline = None, time.monotonic() + 60
             while True:
-                latest = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                    sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
-                seen = [(r.name, r.state.type.value, r.run_count) for r in latest]
-                if runs is not None and seen == [(r.name, r.state.type.value, r.run_count) for r in runs]:
+                latest = {r.name: {"state": r.state.type.value if r.state else None, "run_count": r.run_count}
+                          for r in client.read_task_runs(
+                              flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                              sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)}
+                settled = latest == tasks and all(t["state"] is not None for t in latest.values())
+                tasks = latest
+                if settled or time.monotonic() > deadline:
                     break
-                if time.monotonic() > deadline:
-                    break
-                runs = latest
                 time.sleep(1.0)
         results.append({
             "flow_run_id": str(flow_run_id), "state": state.type.value, "seconds": seconds, "started": started,
-            "tasks": {r.name: {"state": r.state.type.value, "run_count": r.run_count} for r in runs},
+            "tasks": tasks,
             "outcomes": state.result() if state.is_completed() and step.get("flow") is None else None,
             "lock": Path("dvc.lock").read_text(),
         })
