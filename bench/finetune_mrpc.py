@@ -16,9 +16,15 @@ Both sides tokenize before the clock starts; the figure is the training loop's t
 seconds, HF's train_runtime), then dev accuracy/F1. HF's Trainer needs `accelerate`: pass a folder
 holding it with --hf-path if the venv lacks it (it is only put on the HF child's sys.path).
 
+Each child starts as our training stages do (bert/engine/allocator.py): ours with BERT_ALLOCATOR as set
+(default auto: tcmalloc when installed), HF with --hf-allocator (default system: glibc's malloc, as an
+HF Trainer script runs); `--hf-allocator auto` gives HF tcmalloc too. The allocator of each run is in
+its record.
+
     python bench/finetune_mrpc.py                       # all four, writes bench/finetune_mrpc.json
     python bench/finetune_mrpc.py --configs ours-bf16 hf-best --epochs 0.1   # a quick check
     python bench/finetune_mrpc.py --configs ours-bf16 hf-best --rounds 2     # each twice, in both orders
+    python bench/finetune_mrpc.py --configs ours-bf16 hf-best --hf-allocator auto   # both on tcmalloc
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import time
 from pathlib import Path
 
 from common import REPO_ROOT, SHARED_DATA, machine_info, peak_rss_mb, table, write_json
+
+from bert.engine.allocator import ALLOCATOR_ENV, active_allocator, reexec_with_allocator
 
 log = logging.getLogger("finetune_mrpc")
 
@@ -190,7 +198,8 @@ def child(name: str, work: Path, epochs: float, threads: int) -> None:
         result = run_hf(work, name.startswith("hf-best"), epochs)
     if rank() != 0:
         return
-    result.update(config=name, epochs=epochs, process_s=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(),
+    result.update(config=name, allocator=active_allocator(), epochs=epochs,
+                  process_s=time.perf_counter() - start, peak_rss_mb=peak_rss_mb(),
                   seconds_per_epoch=result["train_s"] / epochs, threads=torch.get_num_threads(),
                   cpu_s_per_epoch=result["finetune_cpu_s"] / epochs)
     write_json(work / f"result-{name}.json", result)
@@ -201,6 +210,8 @@ def run_config(args, name: str) -> dict:
     env = dict(os.environ)
     if name.startswith("hf") and args.hf_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.hf_path), env.get("PYTHONPATH")]))
+    if name.startswith("hf"):
+        env[ALLOCATOR_ENV] = args.hf_allocator
     log.info("running %s (%.2f epochs)", name, args.epochs)
     for stale in args.work.glob(f"cpu-{name}-rank*.json"):  # an earlier run's: not this one's figures
         stale.unlink()
@@ -238,11 +249,14 @@ def main(argv=None) -> int:
                         "with 1, CPU seconds per epoch measure the work whatever the machine's load")
     parser.add_argument("--rounds", type=int, default=1, help="run every config this many times, the order "
                         "reversed every other round (the machine's speed drifts over minutes); report the median")
+    parser.add_argument("--hf-allocator", default="system", help="BERT_ALLOCATOR for the HF runs (default "
+                        "system: glibc's malloc; auto: tcmalloc when installed, as ours)")
     parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "finetune_mrpc.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.child:
+        reexec_with_allocator()  # first: it starts this process again with the allocator preloaded
         child(args.child, args.work, args.epochs, args.threads)
         return 0
     if not MRPC.is_dir():
@@ -268,7 +282,7 @@ def main(argv=None) -> int:
                 r[f"cpu_vs_{ref}"] = by_name[ref]["cpu_s_per_epoch"] / r["cpu_s_per_epoch"]
     write_json(args.out, {"machine": machine_info(), "hyperparameters": HYPER, "epochs": args.epochs,
                           "results": rows})
-    print(table(rows, ["config", "seconds_per_epoch", "cpu_s_per_epoch", "sequences_per_s", "peak_rss_mb",
+    print(table(rows, ["config", "allocator", "seconds_per_epoch", "cpu_s_per_epoch", "sequences_per_s", "peak_rss_mb",
                        "accuracy", "f1", "vs_hf-default", "vs_hf-best", "vs_hf-best-2proc", "cpu_vs_hf-default",
                        "cpu_vs_hf-best"]))
     return 0

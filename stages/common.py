@@ -9,8 +9,10 @@ import logging
 import os
 import platform
 from pathlib import Path
-from typing import Any, Callable, Iterator
+import sys
+from typing import Any, Callable, Iterator, NoReturn
 
+from bert.engine.allocator import active_allocator, reexec_with_allocator
 from bert.fileio import atomic_path, atomic_write_text
 
 logger = logging.getLogger("stages")
@@ -106,6 +108,16 @@ def run_stage(name: str, body: Callable[[], None], debug: bool = False) -> int:
     return 0
 
 
+def run_training_program(main: Callable[[], int]) -> NoReturn:
+    """A training stage run as a program: re-executed with tcmalloc first (BERT_ALLOCATOR), then main()."""
+    try:
+        reexec_with_allocator()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(main())
+
+
 def environment() -> dict[str, Any]:
     """Versions and device, for the report."""
     import torch
@@ -124,6 +136,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "allocator": active_allocator(),
     }
 
 

@@ -35,6 +35,7 @@ from stages.common import (
     load_features,
     require_input,
     run_stage,
+    run_training_program,
     write_json,
     stage_parser,
 )
@@ -163,4 +164,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_training_program(main)

@@ -32,7 +32,15 @@ from bert.download import sha256_of
 from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed, strip_launcher_args
 from bert.modeling import BertForPreTraining
 from bert.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
-from stages.common import add_debug_flag, atomic_outputs, environment, require_input, run_stage, write_json
+from stages.common import (
+    add_debug_flag,
+    atomic_outputs,
+    environment,
+    require_input,
+    run_stage,
+    run_training_program,
+    write_json,
+)
 from stages.finetune import history_streamer, prepare_work_dir
 from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
 
@@ -238,4 +246,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_training_program(main)
