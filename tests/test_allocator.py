@@ -83,6 +83,7 @@ def test_reexecutes_once_with_the_library_preloaded(tmp_path, fake_library):
     assert len(starts) == 2 and starts[0] == starts[1]  # re-executed once, in the same process
     pid = starts[0].split()[1]
     assert f"after {pid} libfakealloc.so ['one', 'two']" in lines  # arguments kept, library mapped
+    assert done.stderr == ""
 
 
 @linux_only
@@ -110,6 +111,7 @@ def test_auto_preloads_tcmalloc_when_installed(tmp_path):
     done = run_child(tmp_path, "auto")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("start") == 2
+    assert "not mapped" not in done.stderr  # the soname (a link) is recognised as loaded: no second attempt
     assert " libtcmalloc" in done.stdout.split("after", 1)[1]
 
 

@@ -82,7 +82,10 @@ def is_loaded(library: str) -> bool:
     wanted = Path(library)
     real = wanted.resolve() if wanted.is_absolute() else None
     for mapped in map(Path, mapped_libraries()):
-        if mapped.name == wanted.name or (real is not None and mapped.resolve() == real):
+        # The soname is a link: libtcmalloc_minimal.so.4 maps as libtcmalloc_minimal.so.4.5.10.
+        if mapped.name == wanted.name or mapped.name.startswith(wanted.name + "."):
+            return True
+        if real is not None and mapped.resolve() == real:
             return True
     return False
 
