@@ -110,7 +110,7 @@ def history_points(records: list[dict], logged: set[int]) -> list[tuple[str, flo
 
 
 def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, str]:
-    """Device, world size and precision of a stage: its summary JSON if it wrote one, else its params."""
+    """Device, allocator, world size and precision of a stage: its summary JSON if it wrote one, else its params."""
     facts: dict[str, str] = {}
     for key, value in params.items():
         if key.endswith(".precision"):
@@ -130,9 +130,10 @@ def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, 
             continue
         if isinstance(summary, dict) and "world_size" in summary:
             facts["world_size"] = str(summary["world_size"])
-            device = (summary.get("environment") or {}).get("device")
-            if device:
-                facts["device"] = str(device)
+            environment = summary.get("environment") or {}
+            for key in ("device", "allocator"):  # the allocator: why two runs' speeds differ
+                if environment.get(key):
+                    facts[key] = str(environment[key])
             break
     return facts
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from bert.engine.allocator import find_tcmalloc
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bert-pipeline"
 TRACKER = "python -m pipeline.track --"
@@ -232,6 +234,10 @@ def test_loss_history_has_one_point_per_logging_step(two_repros):
         assert [p.value for p in points] == [float(h[key]) for h in history], key
     tags = run.data.tags
     assert (tags["device"], tags["world_size"], tags["precision"]) == ("cpu", "1", "fp32")
+    # DVC -> pipeline.track -> torchrun -> the stage, which re-executed itself with tcmalloc if installed
+    training = json.loads((two_repros.project / "models/finetuned/demo-pair/seed1/training.json").read_text())
+    assert tags["allocator"] == training["environment"]["allocator"]
+    assert tags["allocator"].startswith("libtcmalloc") if find_tcmalloc() else tags["allocator"] == "system"
 
 
 @pytest.mark.slow
