@@ -8,8 +8,8 @@ import json
 import logging
 import os
 import platform
-from pathlib import Path
 import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from bert.engine.allocator import active_allocator, reexec_with_allocator

@@ -28,11 +28,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_child(tmp_path: Path, allocator_choice: str, **extra_env: str) -> subprocess.CompletedProcess:
+def run_child(tmp_path: Path, allocator_choice: str) -> subprocess.CompletedProcess:
     script = tmp_path / "child.py"
     script.write_text(CHILD, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", REEXEC_GUARD_ENV)}
-    env.update({ALLOCATOR_ENV: allocator_choice, "PYTHONPATH": str(ROOT), **extra_env})
+    env.update({ALLOCATOR_ENV: allocator_choice, "PYTHONPATH": str(ROOT)})
     return subprocess.run([sys.executable, str(script), "one", "two"], env=env, capture_output=True, text=True,
                           timeout=120)
 
