@@ -4,6 +4,7 @@
     bert export-tf-checkpoint MODEL OUT_PREFIX                        our folder -> Google TF checkpoint
     bert extract-features --input-file IN --output-file OUT          token vectors as JSON lines
     bert download NAME...                                            fetch and convert into the cache
+    bert convert_tf_checkpoint_to_pytorch TF_CHECKPOINT TF_CONFIG PYTORCH_DUMP_OUTPUT   (pytorch-pretrained-bert's)
 
 An error is one line on stderr and exit status 1; ``--debug`` (or ``BERT_DEBUG=1``) shows the traceback.
 """
@@ -14,13 +15,13 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 logger = logging.getLogger("bert")
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from bert.tf_checkpoint import convert_tf_checkpoint
+    from bert.convert import convert_tf_checkpoint
 
     if len(args.paths) not in (1, 2):
         raise ValueError("expected TF_CHECKPOINT [BERT_CONFIG] OUT_DIR")
@@ -34,7 +35,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from bert.hub import resolve_model_dir
-    from bert.tf_checkpoint import export_tf_checkpoint
+    from bert.convert import export_tf_checkpoint
 
     print(export_tf_checkpoint(resolve_model_dir(args.model, args.cache_dir), args.out_prefix))
     return 0
@@ -77,7 +78,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bert.tf_checkpoint import HEADS
+    from bert.convert import HEADS
 
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a flag given before the subcommand is not reset by the subparser's default.
@@ -147,6 +148,32 @@ def _one_line(err: BaseException) -> str:
     return text if isinstance(err, (ValueError, OSError, ImportError)) else f"{type(err).__name__}: {text}"
 
 
+def run_reporting_errors(action: Callable[[], Optional[int]], command: str = "bert", debug: bool = False) -> int:
+    """Run `action`, turning an exception into one line on stderr and an exit status.
+
+    Args:
+        action: returns the exit status (None: 0).
+        command: how the error line starts (``bert convert-tf-checkpoint: error: ...``).
+        debug: let the exception (and its traceback) through; also on with BERT_DEBUG=1.
+    Returns:
+        The exit status: the action's, 1 on an error, 130 on Ctrl-C, 141 when stdout's reader left.
+    """
+    debug = debug or os.environ.get("BERT_DEBUG", "") not in ("", "0")
+    try:
+        return action() or 0
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `bert download --list | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
+    except Exception as err:
+        if debug:
+            raise
+        print(f"{command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``bert`` command.
 
@@ -155,6 +182,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         The exit status: 0 on success, 1 on an error, 2 on a usage error.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert_tf_checkpoint_to_pytorch"]:  # pytorch-pretrained-bert's command-line form
+        from bert.compat.cli import main as legacy_main
+
+        return legacy_main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -162,22 +194,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exit_.code or 0)
     # Not parser defaults: the parsers share these actions, so a default would undo a flag given first.
     args.quiet = getattr(args, "quiet", False)
-    debug = getattr(args, "debug", False) or os.environ.get("BERT_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("bert: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `bert download --list | head`: the reader left, nothing is wrong
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141
-    except Exception as err:
-        if debug:
-            raise
-        print(f"bert {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(lambda: args.func(args), f"bert {args.command}", getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

