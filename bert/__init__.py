@@ -1,30 +1,50 @@
-"""A faithful PyTorch re-implementation of Google's BERT.
+"""A faithful PyTorch re-implementation of Google's BERT, with pytorch-pretrained-bert 0.6.2's interface.
 
-The model, tokenizer and optimizer are importable from here; task data lives in ``bert.tasks``.
+Everything 0.6.2's package exports for BERT is importable from here (the model classes, the tokenizers,
+BertAdam, ``load_tf_weights_in_bert``, ``cached_path``, ...); task data lives in ``bert.tasks``.
+Names are imported on first use, so ``import bert`` (and ``bert --help``) does not load torch.
 """
 
-from bert.config import BertConfig
-from bert.modeling import (
-    BertForMaskedLM,
-    BertForMultipleChoice,
-    BertForNextSentencePrediction,
-    BertForPreTraining,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    BertModel,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BertConfig",
-    "BertModel",
-    "BertForPreTraining",
-    "BertForMaskedLM",
-    "BertForNextSentencePrediction",
-    "BertForSequenceClassification",
-    "BertForMultipleChoice",
-    "BertForTokenClassification",
-    "BertForQuestionAnswering",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "BertTokenizer": "bert.tokenization",
+    "BasicTokenizer": "bert.tokenization",
+    "WordpieceTokenizer": "bert.tokenization",
+    "BertConfig": "bert.config",
+    "BertModel": "bert.modeling",
+    "BertForPreTraining": "bert.modeling",
+    "BertForMaskedLM": "bert.modeling",
+    "BertForNextSentencePrediction": "bert.modeling",
+    "BertForSequenceClassification": "bert.modeling",
+    "BertForMultipleChoice": "bert.modeling",
+    "BertForTokenClassification": "bert.modeling",
+    "BertForQuestionAnswering": "bert.modeling",
+    "load_tf_weights_in_bert": "bert.tf_checkpoint",
+    "BertAdam": "bert.optimization",
+    "OpenAIAdam": "bert.optimization",
+    "PYTORCH_PRETRAINED_BERT_CACHE": "bert.file_utils",
+    "cached_path": "bert.file_utils",
+    "WEIGHTS_NAME": "bert.file_utils",
+    "CONFIG_NAME": "bert.file_utils",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -10,8 +10,9 @@ conversion is a plain name map and saved weights load in other BERT implementati
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -19,7 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bert.config import BertConfig
-from bert.weights import PreTrainedBertMixin
+from bert.file_utils import CONFIG_NAME, WEIGHTS_NAME, cached_path  # noqa: F401 (the original's names here)
+from bert.releases import archive_map
+from bert.tf_checkpoint import load_tf_weights_in_bert  # noqa: F401
+from bert.weights import BERT_CONFIG_NAME, TF_WEIGHTS_NAME, PreTrainedBertMixin  # noqa: F401
+
+
+logger = logging.getLogger(__name__)
+
+# Every shortcut name -> the archive bert.hub downloads for it (pytorch-pretrained-bert's name; its S3
+# addresses are gone, so these are Google's release archives, which from_pretrained converts once).
+PRETRAINED_MODEL_ARCHIVE_MAP = archive_map()
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -32,8 +43,29 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def swish(x: Tensor) -> Tensor:
+    """x * sigmoid(x) (SiLU)."""
+    return F.silu(x)
+
+
 ACT2FN = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
-          "relu": F.relu, "silu": F.silu, "swish": F.silu}
+          "relu": F.relu, "silu": swish, "swish": swish}
+
+
+def activation(hidden_act) -> Callable[[Tensor], Tensor]:
+    """The function for a config's hidden_act: a name in ACT2FN, or the function itself (as the original)."""
+    return ACT2FN[hidden_act] if isinstance(hidden_act, str) else hidden_act
+
+
+class BertLayerNorm(nn.LayerNorm):
+    """LayerNorm over the last dimension with BERT's epsilon, 1e-12, by default (the original's name; its
+    parameters are ``weight`` and ``bias``, which old checkpoints call ``gamma`` and ``beta``)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-12):
+        super().__init__(hidden_size, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x)
 
 
 class BertModelOutput(NamedTuple):
@@ -101,17 +133,20 @@ class Dropout(nn.Dropout):
 
 
 class EncoderPlan(NamedTuple):
-    """How the encoder runs on a batch; BertModel._plan builds it once per call.
+    """How the encoder runs on a batch; BertModel._plan builds it once per call and every block reads it
+    where the original reads the extended attention mask.
 
     With `packed`, dense layers (projections, feed-forward, LayerNorm) run on the real tokens only, as a
     [tokens, hidden] tensor: only attention needs the padded shape, and gets it through pad() / unpad().
     """
 
-    key_mask: Optional[Tensor]  # bool [batch, 1, 1, seq]: True where a key may be attended to (None: all)
+    # Which keys each query may attend to: bool [batch, 1, 1, seq] (True: attend), or the original's
+    # additive float mask (0 or -10000) when a block is called with one; None: every key.
+    key_mask: Optional[Tensor]
     packed: Optional[Tensor] = None  # [tokens] flat positions (row-major) of the computed tokens; None: all
     first: Optional[Tensor] = None  # [batch] row in [tokens] of each sequence's first token ([CLS])
     shape: tuple[int, int] = (0, 0)  # (batch, seq)
-    output_attentions: bool = False
+    attentions: Optional[list] = None  # when a list: each layer appends its [batch, heads, seq, seq] probs
     first_only: bool = False  # queries from each sequence's first token only (the last layer of pooled())
 
     def pad(self, x: Tensor) -> Tensor:
@@ -130,6 +165,12 @@ class EncoderPlan(NamedTuple):
         return x[:, :1] if self.packed is None else x.index_select(0, self.first).unsqueeze(1)
 
 
+def as_plan(attention_mask: Union[Tensor, EncoderPlan, None]) -> EncoderPlan:
+    """A block's mask argument as a plan: ours as it is, or the original's extended additive mask
+    ([batch, 1, 1, seq], 0 where attended and -10000 elsewhere), which is added to the scores."""
+    return attention_mask if isinstance(attention_mask, EncoderPlan) else EncoderPlan(attention_mask)
+
+
 class BertEmbeddings(nn.Module):
     """Word + position + token type embeddings, then LayerNorm and dropout."""
 
@@ -139,11 +180,14 @@ class BertEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor, plan: Optional[EncoderPlan] = None) -> Tensor:
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
+                plan: Optional[EncoderPlan] = None) -> Tensor:
         """[batch, seq] ids -> [batch, seq, hidden], or [tokens, hidden] when the plan packs them."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
         if plan is None or plan.packed is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
         else:
@@ -161,23 +205,30 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_size = config.head_size
+        config.check_model_shape()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_size
+        self.all_head_size = config.hidden_size
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.dropout = Dropout(config.attention_probs_dropout_prob)
 
+    def transpose_for_scores(self, x: Tensor) -> Tensor:
+        """[batch, seq, hidden] -> [batch, heads, seq, head_size]."""
+        return self._heads(x, 1)[0]
+
     def _heads(self, x: Tensor, parts: int) -> tuple[Tensor, ...]:
         # [batch, seq, parts * hidden] -> parts x [batch, heads, seq, head_size]
-        x = x.view(x.shape[0], x.shape[1], parts, self.num_heads, self.head_size)
+        x = x.view(x.shape[0], x.shape[1], parts, self.num_attention_heads, self.attention_head_size)
         return x.permute(2, 0, 3, 1, 4).unbind(0)
 
-    def forward(self, hidden_states: Tensor, plan: EncoderPlan) -> tuple[Tensor, Optional[Tensor]]:
+    def forward(self, hidden_states: Tensor, attention_mask: Union[Tensor, EncoderPlan, None]) -> Tensor:
         """hidden_states: [batch, seq, hidden], or [tokens, hidden] when the plan packs them.
-        Returns (context shaped as hidden_states, or [batch, 1, hidden] if first_only; probabilities or None).
+        Returns the context shaped as hidden_states ([batch, 1, hidden] if the plan's first_only).
         """
+        plan = as_plan(attention_mask)
         # One matmul for the three projections: the parameters stay query/key/value (checkpoint names).
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
@@ -188,19 +239,22 @@ class BertSelfAttention(nn.Module):
         else:
             q, k, v = self._heads(plan.pad(F.linear(hidden_states, weight, bias)), 3)
         key_mask, dropout = plan.key_mask, self.dropout_prob if self.training else 0.0
-        if plan.output_attentions or (dropout > 0 and q.device.type == "cpu"):
+        if plan.attentions is not None or (dropout > 0 and q.device.type == "cpu"):
             # The explicit path when the probabilities are wanted, or dropped out on the CPU (where
             # SDPA's dropout takes its slow math path).
-            scores = (q / math.sqrt(self.head_size)) @ k.transpose(-1, -2)
-            if key_mask is not None:
+            scores = (q / math.sqrt(self.attention_head_size)) @ k.transpose(-1, -2)  # [batch, heads, seq, seq]
+            if key_mask is not None and key_mask.dtype == torch.bool:
                 scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
+            elif key_mask is not None:
+                scores = scores + key_mask
             probs = scores.softmax(dim=-1)
             context = self.dropout(probs) @ v
-            probs = probs if plan.output_attentions else None
+            if plan.attentions is not None:
+                plan.attentions.append(probs)
         else:
-            probs, context = None, F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout)
-        context = context.transpose(1, 2).flatten(2)  # [batch, seq, hidden]
-        return (context if plan.first_only else plan.unpad(context)), probs
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout)
+        context = context.transpose(1, 2).flatten(2)  # [batch, heads, seq, head_size] -> [batch, seq, hidden]
+        return context if plan.first_only else plan.unpad(context)
 
 
 class BertSelfOutput(nn.Module):
@@ -210,7 +264,7 @@ class BertSelfOutput(nn.Module):
     def __init__(self, config: BertConfig, in_features: Optional[int] = None):
         super().__init__()
         self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
@@ -223,17 +277,18 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states: Tensor, plan: EncoderPlan):
-        context, probs = self.self(hidden_states, plan)
-        residual = plan.first_tokens(hidden_states) if plan.first_only else hidden_states
-        return self.output(context, residual), probs
+    def forward(self, input_tensor: Tensor, attention_mask: Union[Tensor, EncoderPlan, None]) -> Tensor:
+        plan = as_plan(attention_mask)
+        context = self.self(input_tensor, plan)
+        residual = plan.first_tokens(input_tensor) if plan.first_only else input_tensor
+        return self.output(context, residual)
 
 
 class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.intermediate_act_fn = activation(config.hidden_act)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.intermediate_act_fn(self.dense(hidden_states))
@@ -251,9 +306,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states: Tensor, plan: EncoderPlan):
-        attention_output, probs = self.attention(hidden_states, plan)
-        return self.output(self.intermediate(attention_output), attention_output), probs
+    def forward(self, hidden_states: Tensor, attention_mask: Union[Tensor, EncoderPlan, None]) -> Tensor:
+        attention_output = self.attention(hidden_states, attention_mask)
+        return self.output(self.intermediate(attention_output), attention_output)
 
 
 class BertEncoder(nn.Module):
@@ -261,15 +316,18 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states: Tensor, plan: EncoderPlan):
-        """Every layer's output; with plan.first_only, the last layer's is the first tokens' only."""
-        all_layers, all_probs = [], []
+    def forward(self, hidden_states: Tensor, attention_mask: Union[Tensor, EncoderPlan, None],
+                output_all_encoded_layers: bool = True) -> list[Tensor]:
+        """Every layer's output (or the last one's, in a list); with the plan's first_only, the last
+        layer's is the first tokens' only."""
+        plan = as_plan(attention_mask)
+        all_encoder_layers = []
         for i, layer in enumerate(self.layer):
             last = i == len(self.layer) - 1
-            hidden_states, probs = layer(hidden_states, plan if last else plan._replace(first_only=False))
-            all_layers.append(hidden_states)
-            all_probs.append(probs)
-        return all_layers, all_probs
+            hidden_states = layer(hidden_states, plan if last else plan._replace(first_only=False))
+            if output_all_encoded_layers or last:
+                all_encoder_layers.append(hidden_states)
+        return all_encoder_layers
 
 
 class BertPooler(nn.Module):
@@ -287,10 +345,13 @@ class BertPooler(nn.Module):
 class BertPreTrainedModel(PreTrainedBertMixin, nn.Module):
     """Base of every model: holds the config, initialises weights as the original, loads and saves."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, *inputs, **kwargs):
         super().__init__()
         if not isinstance(config, BertConfig):
-            raise ValueError(f"config must be a BertConfig, got {type(config).__name__}")
+            raise ValueError(
+                f"Parameter config in `{type(self).__name__}(config)` should be an instance of class `BertConfig`"
+                f", got {type(config).__name__}. To create a model from a pretrained model use "
+                f"`model = {type(self).__name__}.from_pretrained(PRETRAINED_MODEL_NAME)`")
         self.config = config
 
     def init_bert_weights(self, module: nn.Module) -> None:
@@ -310,6 +371,9 @@ class BertModel(BertPreTrainedModel):
     Returns ``(encoded_layers, pooled_output)``: a list with every layer's [batch, seq, hidden] output
     when output_all_encoded_layers (the default, as pytorch-pretrained-bert), else the last layer only;
     with output_attentions, a third field holds each layer's attention probabilities.
+
+    A row whose attention mask is all zeros attends to every position, as the original's additive mask
+    makes it do (its -10000 shifts every score of the row alike).
     """
 
     def __init__(self, config: BertConfig):
@@ -330,12 +394,12 @@ class BertModel(BertPreTrainedModel):
         """
         token_type_ids, plan = self._plan(input_ids, token_type_ids, attention_mask,
                                           skip_padding and not output_attentions, output_attentions)
-        layers, probs = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan)
+        layers = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan, output_all_encoded_layers)
         pooled_output = self.pooler(plan.first_tokens(layers[-1]))
-        layers = [plan.pad(h) for h in (layers if output_all_encoded_layers else layers[-1:])]
+        layers = [plan.pad(h) for h in layers]
         encoded = layers if output_all_encoded_layers else layers[-1]
         if output_attentions:
-            return BertModelOutputWithAttentions(encoded, pooled_output, probs)
+            return BertModelOutputWithAttentions(encoded, pooled_output, plan.attentions)
         return BertModelOutput(encoded, pooled_output)
 
     def pooled(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
@@ -343,7 +407,7 @@ class BertModel(BertPreTrainedModel):
         """Only the pooled output [batch, hidden], with the least work: real tokens only, and in the last
         layer only each sequence's first token (the one the pooler reads). Same values as forward's."""
         token_type_ids, plan = self._plan(input_ids, token_type_ids, attention_mask, True, False, True)
-        layers, _ = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan)
+        layers = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan, False)
         return self.pooler(layers[-1])
 
     def _plan(self, input_ids, token_type_ids, attention_mask, skip_padding: bool, output_attentions: bool,
@@ -352,10 +416,12 @@ class BertModel(BertPreTrainedModel):
         check_inputs(self.config, input_ids, token_type_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        keep = None if attention_mask is None else attention_mask != 0
-        # [batch, seq] 1/0 -> bool [batch, 1, 1, seq]: which keys each query may attend to.
+        keep = None if attention_mask is None else attention_mask != 0  # [batch, seq]
+        if keep is not None:
+            keep = keep | ~keep.any(dim=1, keepdim=True)  # an all-zero row attends everywhere (see class doc)
+        # [batch, seq] -> bool [batch, 1, 1, seq]: which keys each query may attend to.
         plan = EncoderPlan(None if keep is None else keep[:, None, None, :], shape=tuple(input_ids.shape),
-                           output_attentions=output_attentions, first_only=first_only)
+                           attentions=[] if output_attentions else None, first_only=first_only)
         # Packing has data-dependent shapes: a trace or a compiled graph keeps the padded computation.
         if keep is None or not skip_padding or _tracing() or bool(keep.all()):
             return token_type_ids, plan
@@ -375,8 +441,8 @@ class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.transform_act_fn = activation(config.hidden_act)
+        self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
@@ -385,21 +451,22 @@ class BertPredictionHeadTransform(nn.Module):
 class BertLMPredictionHead(nn.Module):
     """Masked-LM scores; the decoder weight is the word embedding matrix (tied), the bias its own."""
 
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: BertConfig, bert_model_embedding_weights: nn.Parameter):
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.decoder.weight = word_embeddings.weight
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        vocab_size, hidden_size = bert_model_embedding_weights.shape
+        self.decoder = nn.Linear(hidden_size, vocab_size, bias=False)
+        self.decoder.weight = bert_model_embedding_weights
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.decoder(self.transform(hidden_states)) + self.bias
 
 
 class BertOnlyMLMHead(nn.Module):
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: BertConfig, bert_model_embedding_weights: nn.Parameter):
         super().__init__()
-        self.predictions = BertLMPredictionHead(config, word_embeddings)
+        self.predictions = BertLMPredictionHead(config, bert_model_embedding_weights)
 
     def forward(self, sequence_output: Tensor) -> Tensor:
         return self.predictions(sequence_output)
@@ -415,9 +482,9 @@ class BertOnlyNSPHead(nn.Module):
 
 
 class BertPreTrainingHeads(nn.Module):
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: BertConfig, bert_model_embedding_weights: nn.Parameter):
         super().__init__()
-        self.predictions = BertLMPredictionHead(config, word_embeddings)
+        self.predictions = BertLMPredictionHead(config, bert_model_embedding_weights)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
     def forward(self, sequence_output: Tensor, pooled_output: Tensor):
@@ -448,35 +515,35 @@ def _skip_padding(attention_mask: Optional[Tensor], labels: Optional[Tensor]) ->
 
 
 class BertForPreTraining(BertPreTrainedModel):
-    """Masked LM + next sentence prediction. Loss: the sum of whichever labels are given."""
+    """Masked LM + next sentence prediction.
+
+    With both labels: the sum of the two losses. Otherwise (none, or only one of them, as the original):
+    the logits, (prediction_scores [batch, seq, vocab], seq_relationship_score [batch, 2]).
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
-        self.cls = BertPreTrainingHeads(config, self.bert.embeddings.word_embeddings)
+        self.cls = BertPreTrainingHeads(config, self.bert.embeddings.word_embeddings.weight)
         self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 masked_lm_labels=None, next_sentence_label=None):
-        if masked_lm_labels is None and next_sentence_label is None:
+        if masked_lm_labels is None or next_sentence_label is None:
             sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False)
             return PreTrainingLogits(*self.cls(sequence_output, pooled_output))
         sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False,
                                                    skip_padding=_skip_padding(attention_mask, masked_lm_labels))
-        loss = pooled_output.new_zeros((), dtype=torch.float32)
-        if masked_lm_labels is not None:
-            loss = loss + _masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels)
-        if next_sentence_label is not None:
-            seq_relationship_score = self.cls.seq_relationship(pooled_output)
-            loss = loss + _cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
-        return loss
+        masked_lm_loss = _masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels)
+        seq_relationship_score = self.cls.seq_relationship(pooled_output)
+        return masked_lm_loss + _cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
 
 
 class BertForMaskedLM(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
-        self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings)
+        self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings.weight)
         self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None):

@@ -1,4 +1,4 @@
-"""BertAdam and its learning-rate schedules, as pytorch-pretrained-bert (0.6.x) has them.
+"""BertAdam, OpenAIAdam and their learning-rate schedules, as pytorch-pretrained-bert (0.6.2) has them.
 
 BertAdam is Google's AdamWeightDecayOptimizer in PyTorch: Adam *without* bias correction, weight
 decay added to the update (decoupled from the moments, not an L2 term in the loss), each
@@ -15,44 +15,204 @@ has learning rate 0, as in the original.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
+from torch.optim.optimizer import required
 
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("warmup_linear", "warmup_cosine", "warmup_constant", "none")
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # as run_classifier.py
 
 
-def schedule_multiplier(name: str, progress: float, warmup: float, cycles: float = 0.5) -> float:
-    """The learning-rate multiplier at `progress` (fraction of t_total already done).
+# ----------------------------------------------------------------------------------------------
+# Learning-rate schedules: multipliers of the learning rate as a function of the step, as the original's
+# classes (same names, arguments, formulas and warnings).
+
+
+class _LRSchedule(abc.ABC):
+    """Parent of every schedule: ``get_lr(step)`` is the multiplier at progress step / t_total.
 
     Args:
-        name: one of SCHEDULES.
-        progress: steps taken / t_total (may exceed 1).
-        warmup: warmup fraction in [0, 1).
-        cycles: cosine cycles over the post-warmup part (warmup_cosine only).
-    Returns:
-        warmup_linear: x/warmup during warmup, then max((x-1)/(warmup-1), 0);
-        warmup_cosine: x/warmup, then 0.5 (1 + cos(2 pi cycles (x-warmup)/(1-warmup)));
-        warmup_constant: x/warmup, then 1; none: 1.
+        warmup: the fraction of t_total spent warming up linearly from 0, in [0, 1), or -1 for none.
+        t_total: the planned number of updates; below 0, no schedule (the multiplier is always 1).
     """
-    if name == "none":
+
+    warn_t_total = False  # True where going beyond t_total makes no sense (the rate is then 0 or rising)
+
+    def __init__(self, warmup: float = 0.002, t_total: float = -1, **kw):
+        super().__init__(**kw)
+        if t_total < 0:
+            logger.warning("t_total value of %s results in schedule not being applied", t_total)
+        if not 0.0 <= warmup < 1.0 and not warmup == -1:
+            raise ValueError(f"Invalid warmup: {warmup} - should be in [0.0, 1.0[ or -1")
+        warmup = max(warmup, 0.0)
+        self.warmup, self.t_total = float(warmup), float(t_total)
+        self.warned_for_t_total_at_progress = -1
+
+    def get_lr(self, step: float, nowarn: bool = False) -> float:
+        """The multiplier for the update after `step` updates; logs a warning each time training goes
+        further beyond t_total with a schedule whose warn_t_total is set (unless `nowarn`)."""
+        if self.t_total < 0:
+            return 1.0
+        progress = float(step) / self.t_total
+        ret = self.get_lr_(progress)
+        if not nowarn and self.warn_t_total and progress > 1.0 and progress > self.warned_for_t_total_at_progress:
+            logger.warning("Training beyond specified 't_total'. Learning rate multiplier set to %s. "
+                           "Please set 't_total' of %s correctly.", ret, type(self).__name__)
+            self.warned_for_t_total_at_progress = progress
+        return ret
+
+    @abc.abstractmethod
+    def get_lr_(self, progress: float) -> float:
+        """The multiplier at `progress` (0 to 1, or more beyond t_total)."""
         return 1.0
-    if progress < warmup:
-        return progress / warmup
-    if name == "warmup_linear":
-        return max((progress - 1.0) / (warmup - 1.0), 0.0)
-    if name == "warmup_cosine":
-        progress = (progress - warmup) / (1.0 - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * cycles * 2.0 * progress))
-    if name == "warmup_constant":
+
+    def to_dict(self) -> dict:
+        """The schedule as plain data (what BertAdam.state_dict stores instead of the object)."""
+        return {"class": type(self).__name__, **{k: v for k, v in vars(self).items() if not k.startswith("warned")}}
+
+
+class ConstantLR(_LRSchedule):
+    """Always 1."""
+
+    def get_lr_(self, progress: float) -> float:
         return 1.0
-    raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
+
+
+class WarmupCosineSchedule(_LRSchedule):
+    """Linear warmup from 0 to 1, then 0.5 (1 + cos(2 pi cycles x)) over the rest (x from 0 to 1): with the
+    default cycles=0.5, a cosine decay from 1 to 0."""
+
+    warn_t_total = True
+
+    def __init__(self, warmup: float = 0.002, t_total: float = -1, cycles: float = 0.5, **kw):
+        super().__init__(warmup=warmup, t_total=t_total, **kw)
+        self.cycles = cycles
+
+    def get_lr_(self, progress: float) -> float:
+        if progress < self.warmup:
+            return progress / self.warmup
+        progress = (progress - self.warmup) / (1 - self.warmup)  # progress after warmup
+        return 0.5 * (1.0 + math.cos(math.pi * self.cycles * 2 * progress))
+
+
+class WarmupCosineWithHardRestartsSchedule(WarmupCosineSchedule):
+    """Linear warmup, then `cycles` cosine decays from 1 to 0, each restarting at 1 (cycles >= 1)."""
+
+    def __init__(self, warmup: float = 0.002, t_total: float = -1, cycles: float = 1.0, **kw):
+        super().__init__(warmup=warmup, t_total=t_total, cycles=cycles, **kw)
+        if not cycles >= 1.0:
+            raise ValueError(f"Invalid cycles: {cycles} - should be >= 1")
+
+    def get_lr_(self, progress: float) -> float:
+        if progress < self.warmup:
+            return progress / self.warmup
+        progress = (progress - self.warmup) / (1 - self.warmup)  # progress after warmup
+        return 0.5 * (1.0 + math.cos(math.pi * ((self.cycles * progress) % 1)))
+
+
+class WarmupCosineWithWarmupRestartsSchedule(WarmupCosineWithHardRestartsSchedule):
+    """Training split into `cycles` equal parts, each a linear warmup (the first `warmup` of the part)
+    then a cosine decay from 1 to 0 (warmup * cycles < 1)."""
+
+    def __init__(self, warmup: float = 0.002, t_total: float = -1, cycles: float = 1.0, **kw):
+        if not warmup * cycles < 1.0:
+            raise ValueError(f"Invalid warmup: {warmup} with {cycles} cycles - warmup * cycles should be < 1")
+        warmup = warmup * cycles if warmup >= 0 else warmup
+        super().__init__(warmup=warmup, t_total=t_total, cycles=cycles, **kw)
+
+    def get_lr_(self, progress: float) -> float:
+        progress = progress * self.cycles % 1.0
+        if progress < self.warmup:
+            return progress / self.warmup
+        progress = (progress - self.warmup) / (1 - self.warmup)  # progress after warmup
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupConstantSchedule(_LRSchedule):
+    """Linear warmup from 0 to 1, then 1."""
+
+    def get_lr_(self, progress: float) -> float:
+        if progress < self.warmup:
+            return progress / self.warmup
+        return 1.0
+
+
+class WarmupLinearSchedule(_LRSchedule):
+    """Linear warmup from 0 to 1, then a linear decay to 0 at t_total (and 0 after)."""
+
+    warn_t_total = True
+
+    def get_lr_(self, progress: float) -> float:
+        if progress < self.warmup:
+            return progress / self.warmup
+        return max((progress - 1.0) / (self.warmup - 1.0), 0.0)
+
+
+# Schedule names (BertAdam's `schedule` argument) -> classes, as the original.
+SCHEDULES = {
+    None: ConstantLR,
+    "none": ConstantLR,
+    "warmup_cosine": WarmupCosineSchedule,
+    "warmup_constant": WarmupConstantSchedule,
+    "warmup_linear": WarmupLinearSchedule,
+}
+_SCHEDULE_CLASSES = {cls.__name__: cls for cls in (
+    ConstantLR, WarmupCosineSchedule, WarmupCosineWithHardRestartsSchedule, WarmupCosineWithWarmupRestartsSchedule,
+    WarmupConstantSchedule, WarmupLinearSchedule)}  # fmt: skip
+
+
+def make_schedule(schedule: str | None | _LRSchedule, warmup: float = -1, t_total: float = -1,
+                  owner: str = "BertAdam") -> _LRSchedule:
+    """A schedule object from a name in SCHEDULES (with warmup and t_total), or the object itself.
+
+    Raises:
+        ValueError: an unknown name, or an invalid warmup.
+    """
+    if isinstance(schedule, _LRSchedule):
+        if warmup != -1 or t_total != -1:
+            logger.warning("warmup and t_total on the optimizer are ineffective when _LRSchedule object is "
+                           "provided as schedule. Please specify custom warmup and t_total in _LRSchedule object.")
+        return schedule
+    if not isinstance(schedule, (str, type(None))) or schedule not in SCHEDULES:
+        raise ValueError(f"Invalid schedule parameter: {schedule!r} - expected one of "
+                         f"{', '.join(repr(k) for k in SCHEDULES)} or an _LRSchedule object ({owner})")
+    return SCHEDULES[schedule](warmup=warmup, t_total=t_total)
+
+
+def schedule_from_dict(values: dict) -> _LRSchedule:
+    """The inverse of _LRSchedule.to_dict for this module's classes.
+
+    Raises:
+        ValueError: not a dict that to_dict wrote.
+    """
+    cls = _SCHEDULE_CLASSES.get(values.get("class")) if isinstance(values, dict) else None
+    if cls is None:
+        raise ValueError(f"not a saved schedule: {values!r}")
+    schedule = cls.__new__(cls)
+    schedule.__dict__.update({k: v for k, v in values.items() if k != "class"}, warned_for_t_total_at_progress=-1)
+    return schedule
+
+
+def schedule_multiplier(name: str | None, progress: float, warmup: float, cycles: float = 0.5) -> float:
+    """The multiplier of the named schedule at `progress` (steps taken / t_total), without a t_total.
+
+    Args:
+        name: a key of SCHEDULES.
+        progress: may exceed 1.
+        warmup: warmup fraction in [0, 1).
+        cycles: cosine cycles (warmup_cosine only).
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(map(repr, SCHEDULES))}")
+    schedule = SCHEDULES[name].__new__(SCHEDULES[name])  # no t_total: get_lr_ reads warmup (and cycles) only
+    schedule.warmup, schedule.cycles = float(max(warmup, 0.0)), cycles
+    return schedule.get_lr_(progress)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +233,6 @@ class ScheduleFn:
             return 1.0
         return schedule_multiplier(self.name, step / self.t_total, self.warmup, self.cycles)
 
-    def past_total(self, step: int) -> bool:
-        """Whether `step` is beyond t_total for a schedule whose value then no longer makes sense."""
-        return self.name in ("warmup_linear", "warmup_cosine") and 0 < self.t_total < step
-
 
 def get_schedule_fn(name: str | None, warmup: float, t_total: int, cycles: float = 0.5) -> ScheduleFn:
     """Validated schedule function of the step (LambdaLR-compatible).
@@ -93,7 +249,7 @@ def get_schedule_fn(name: str | None, warmup: float, t_total: int, cycles: float
     """
     name = "none" if name is None else name
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")
+        raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(map(repr, SCHEDULES))}")
     if not (0.0 <= warmup < 1.0 or warmup == -1):
         raise ValueError(f"Invalid warmup: {warmup} - should be in [0.0, 1.0[ or -1")
     if t_total == 0:
@@ -101,30 +257,34 @@ def get_schedule_fn(name: str | None, warmup: float, t_total: int, cycles: float
     return ScheduleFn(name, float(max(warmup, 0.0)), int(t_total), float(cycles))
 
 
+def _check_adam_arguments(owner: str, lr: float, b1: float, b2: float, e: float, ignored: dict) -> None:
+    """The original's argument checks (its messages); unknown keyword arguments are ignored, with a warning."""
+    if lr is not required and lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr} - should be >= 0.0")
+    if not 0.0 <= b1 < 1.0:
+        raise ValueError(f"Invalid b1 parameter: {b1} - should be in [0.0, 1.0[")
+    if not 0.0 <= b2 < 1.0:
+        raise ValueError(f"Invalid b2 parameter: {b2} - should be in [0.0, 1.0[")
+    if not e >= 0.0:
+        raise ValueError(f"Invalid epsilon value: {e} - should be >= 0.0")
+    if ignored:
+        logger.warning("%s: ignoring unknown arguments %s", owner, ", ".join(sorted(ignored)))
+
+
 class BertAdam(torch.optim.Optimizer):
     """Adam with decoupled weight decay, per-parameter clipping and a built-in schedule."""
 
-    def __init__(
-        self,
-        params: Iterable,
-        lr: float,
-        warmup: float = -1,
-        t_total: int = -1,
-        schedule: str | None = "warmup_linear",
-        b1: float = 0.9,
-        b2: float = 0.999,
-        e: float = 1e-6,
-        weight_decay: float = 0.01,
-        max_grad_norm: float = 1.0,
-        foreach: bool = True,
-        fused: bool | None = None,
-    ):
+    def __init__(self, params: Iterable, lr: float = required, warmup: float = -1, t_total: int = -1,
+                 schedule: str | None | _LRSchedule = "warmup_linear", b1: float = 0.9, b2: float = 0.999,
+                 e: float = 1e-6, weight_decay: float = 0.01, max_grad_norm: float = 1.0, *, foreach: bool = True,
+                 fused: bool | None = None, **kwargs: Any):
         """Args:
         params: parameters or parameter groups (see param_groups_no_decay).
-        lr: peak learning rate.
+        lr: peak learning rate (may be left to the parameter groups).
         warmup: warmup fraction of t_total in [0, 1), -1 for none.
         t_total: total steps of the schedule, -1 for a constant learning rate.
-        schedule: one of SCHEDULES.
+        schedule: a name in SCHEDULES, or an _LRSchedule object (then warmup and t_total are its own);
+            each parameter group keeps the object under "schedule".
         b1, b2: moment decay rates.
         e: added to sqrt(v).
         weight_decay: decoupled decay rate (0 for none).
@@ -134,40 +294,47 @@ class BertAdam(torch.optim.Optimizer):
         fused: with foreach, run the moment and parameter updates through torch's fused AdamW
             kernel (one pass over memory instead of about ten); None uses it where torch has it.
             The same formulas (see _update_fused); results differ from the loop by rounding only.
+        kwargs: accepted and ignored, as the original does (a warning names them).
         """
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr} - should be >= 0.0")
-        if not 0.0 <= b1 < 1.0:
-            raise ValueError(f"Invalid b1 parameter: {b1} - should be in [0.0, 1.0[")
-        if not 0.0 <= b2 < 1.0:
-            raise ValueError(f"Invalid b2 parameter: {b2} - should be in [0.0, 1.0[")
-        if not e >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {e} - should be >= 0.0")
-        get_schedule_fn(schedule, warmup, t_total)  # validates
-        if t_total < 0 and schedule not in (None, "none"):
-            logger.warning("t_total value of %s results in schedule not being applied", t_total)
-        defaults = dict(lr=lr, schedule=schedule, warmup=warmup, t_total=t_total, b1=b1, b2=b2, e=e,
-                        weight_decay=weight_decay, max_grad_norm=max_grad_norm)  # fmt: skip
+        _check_adam_arguments("BertAdam", lr, b1, b2, e, kwargs)
+        schedule = make_schedule(schedule, warmup, t_total)
+        defaults = dict(lr=lr, schedule=schedule, b1=b1, b2=b2, e=e, weight_decay=weight_decay,
+                        max_grad_norm=max_grad_norm)
         super().__init__(params, defaults)
         self.foreach = foreach
         self.fused = hasattr(torch, "_fused_adamw_") if fused is None else fused
-        self._warned_past_total = False
-
-    @staticmethod
-    def _schedule(group: dict) -> ScheduleFn:
-        return get_schedule_fn(group["schedule"], group["warmup"], group["t_total"])
 
     def get_lr(self) -> list[float]:
         """The scheduled learning rate of each parameter's next update ([0] before any step, as the original)."""
         lrs = []
         for group in self.param_groups:
-            schedule = self._schedule(group)
             for p in group["params"]:
                 state = self.state[p]
                 if len(state) == 0:
-                    return [0.0]
-                lrs.append(group["lr"] * schedule(state["step"]))
+                    return [0]
+                lrs.append(group["lr"] * group["schedule"].get_lr(state["step"]))
         return lrs
+
+    def state_dict(self) -> dict:
+        """torch's optimizer state, each group's schedule object as plain data (so that
+        ``torch.load(weights_only=True)`` reads it back; load_state_dict turns it into an object again)."""
+        state = super().state_dict()
+        for group in state["param_groups"]:
+            if isinstance(group.get("schedule"), _LRSchedule):
+                group["schedule"] = group["schedule"].to_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a state from state_dict(); a schedule saved as data becomes an object again (one of a
+        class not in this module keeps the group's current object)."""
+        current = [group["schedule"] for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, schedule in zip(self.param_groups, current):
+            if isinstance(group["schedule"], dict):
+                try:
+                    group["schedule"] = schedule_from_dict(group["schedule"])
+                except ValueError:
+                    group["schedule"] = schedule
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -192,14 +359,14 @@ class BertAdam(torch.optim.Optimizer):
                     state["step"] = 0
                     state["next_m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["next_v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            schedule = self._schedule(group)
-            lrs = [group["lr"] * schedule(self.state[p]["step"]) for p in params]
-            if not self._warned_past_total and any(schedule.past_total(self.state[p]["step"]) for p in params):
-                logger.warning(
-                    "Training beyond specified 't_total' (%d steps). Learning rate multiplier set to %s. "
-                    "Please set 't_total' of BertAdam correctly.", group["t_total"], schedule(group["t_total"] + 1),
-                )  # fmt: skip
-                self._warned_past_total = True
+            # The multiplier once per distinct step (parameters that missed updates have their own), which
+            # also logs the schedule's beyond-t_total warning once a step, as the original.
+            multipliers = {}
+            for p in params:
+                step = self.state[p]["step"]
+                if step not in multipliers:
+                    multipliers[step] = group["schedule"].get_lr(step)
+            lrs = [group["lr"] * multipliers[self.state[p]["step"]] for p in params]
             if self.foreach and self.fused:
                 for (_, _, lr), (same, _) in _buckets(params, lrs, by_lr=True):
                     self._update_fused(group, same, lr)
@@ -277,6 +444,68 @@ class BertAdam(torch.optim.Optimizer):
             [], [no_bias_correction] * len(params), lr=lr, beta1=group["b1"], beta2=group["b2"],
             weight_decay=group["weight_decay"], eps=group["e"], amsgrad=False, maximize=False,
         )  # fmt: skip
+
+
+class OpenAIAdam(torch.optim.Optimizer):
+    """OpenAI GPT's Adam, as pytorch-pretrained-bert exports it beside BertAdam: Adam *with* bias correction,
+    the schedule applied inside the optimizer, optional per-parameter clipping, and weight decay applied after
+    the update to matrices only (and to vectors too with vector_l2). Per parameter, with n = steps taken
+    including this one:
+
+        m <- b1 m + (1 - b1) g            v <- b2 v + (1 - b2) g^2
+        p <- p - lr_n sqrt(1 - b2^n) / (1 - b1^n) * m / (sqrt(v) + e);    p <- p - lr_n * weight_decay * p
+
+    where lr_n = lr * schedule(n / t_total).
+    """
+
+    def __init__(self, params: Iterable, lr: float = required, schedule: str | None | _LRSchedule = "warmup_linear",
+                 warmup: float = -1, t_total: int = -1, b1: float = 0.9, b2: float = 0.999, e: float = 1e-8,
+                 weight_decay: float = 0, vector_l2: bool = False, max_grad_norm: float = -1, **kwargs: Any):
+        _check_adam_arguments("OpenAIAdam", lr, b1, b2, e, kwargs)
+        schedule = make_schedule(schedule, warmup, t_total, owner="OpenAIAdam")
+        defaults = dict(lr=lr, schedule=schedule, b1=b1, b2=b2, e=e, weight_decay=weight_decay,
+                        vector_l2=vector_l2, max_grad_norm=max_grad_norm)
+        super().__init__(params, defaults)
+
+    get_lr = BertAdam.get_lr
+    state_dict = BertAdam.state_dict
+    load_state_dict = BertAdam.load_state_dict
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns the closure's loss, or None."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.is_sparse:
+                    raise ValueError("OpenAIAdam does not support sparse gradients (use dense embeddings)")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                beta1, beta2 = group["b1"], group["b2"]
+                state["step"] += 1
+                if group["max_grad_norm"] > 0:
+                    torch.nn.utils.clip_grad_norm_(p, group["max_grad_norm"])
+                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = exp_avg_sq.sqrt().add_(group["e"])
+                bias_correction1 = 1 - beta1 ** state["step"]
+                bias_correction2 = 1 - beta2 ** state["step"]
+                lr_scheduled = group["lr"] * group["schedule"].get_lr(state["step"])
+                step_size = lr_scheduled * math.sqrt(bias_correction2) / bias_correction1
+                p.addcdiv_(exp_avg, denom, value=-step_size)
+                if (p.dim() > 1 or group["vector_l2"]) and group["weight_decay"] > 0:
+                    p.add_(p, alpha=-lr_scheduled * group["weight_decay"])
+        return loss
 
 
 def _buckets(params: list[torch.Tensor], lrs: list[float], by_lr: bool = False):

@@ -17,14 +17,23 @@ import logging
 import os
 import unicodedata
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+from bert.file_utils import cached_path
+from bert.releases import archive_map
 
 logger = logging.getLogger(__name__)
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+# The original's names: every shortcut name -> the archive bert.hub downloads (its vocab.txt is inside; the
+# original's S3 addresses are gone), and the positions of each model (how long a sequence may be).
+PRETRAINED_VOCAB_ARCHIVE_MAP = archive_map()
+PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = {name: 512 for name in PRETRAINED_VOCAB_ARCHIVE_MAP}
 NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
 MAX_LEN = 512  # BERT's number of position embeddings
+NO_MAX_LEN = int(1e12)  # the original's max_len when none is given: no warning on length
 
 
 def convert_to_unicode(text: str | bytes) -> str:
@@ -354,23 +363,29 @@ class BertTokenizer:
         vocab_file: str | os.PathLike,
         do_lower_case: bool = True,
         max_len: int | None = None,
+        do_basic_tokenize: bool = True,
         never_split: Iterable[str] = NEVER_SPLIT,
+        *,
         strip_accents: bool | None = None,
         tokenize_chinese_chars: bool = True,
     ):
         """Args:
         vocab_file: vocab.txt, one token per line.
         do_lower_case: True for uncased models; a mismatch with the vocab's casing logs a warning.
-        max_len: sequences longer than this log a warning (default 512, BERT's positions).
+        max_len: sequences longer than this log a warning (None: no limit, as the original; encode()
+            then cuts at 512, BERT's positions).
+        do_basic_tokenize: run BasicTokenizer before WordPiece (False: WordPiece on whitespace-split text).
         never_split: whitespace-delimited words kept whole (special tokens).
         strip_accents: None follows do_lower_case.
         tokenize_chinese_chars: split CJK ideographs into single-character words.
         """
         if not os.path.isfile(vocab_file):
-            raise ValueError(f"{vocab_file}: no such vocabulary file (expected a vocab.txt path)")
+            raise ValueError(f"{vocab_file}: no such vocabulary file (expected a vocab.txt path). To load the "
+                             "vocabulary of a pretrained model use BertTokenizer.from_pretrained(NAME_OR_FOLDER)")
         self.vocab_file = str(vocab_file)
         self.vocab = load_vocab(vocab_file)
         self.ids_to_tokens = collections.OrderedDict((i, tok) for tok, i in self.vocab.items())
+        self.do_basic_tokenize = do_basic_tokenize
         self.basic_tokenizer = BasicTokenizer(
             do_lower_case=do_lower_case,
             never_split=never_split,
@@ -378,7 +393,8 @@ class BertTokenizer:
             strip_accents=strip_accents,
         )
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab, unk_token="[UNK]")
-        self.max_len = MAX_LEN if max_len is None else int(max_len)
+        self.max_len = NO_MAX_LEN if max_len is None else int(max_len)
+        self._encode_max_length = MAX_LEN if max_len is None else self.max_len
         validate_case_matches_vocab(self.vocab, do_lower_case, self.vocab_file)
 
     @property
@@ -399,6 +415,8 @@ class BertTokenizer:
         Returns:
             Tokens, e.g. "UNwant\u00e9d,running" -> ["un", "##want", "##ed", ",", "runn", "##ing"].
         """
+        if not self.do_basic_tokenize:
+            return self.wordpiece_tokenizer.tokenize(text)
         split_tokens = []
         for token in self.basic_tokenizer.tokenize(text):
             split_tokens.extend(self.wordpiece_tokenizer.tokenize(token))
@@ -460,7 +478,7 @@ class BertTokenizer:
         Args:
             text_a: first text.
             text_b: optional second text (a pair even when empty).
-            max_length: total length with special tokens; default max_len.
+            max_length: total length with special tokens; default max_len if it was given, else 512.
             truncation: cut the longer text first (Google's _truncate_seq_pair) to fit max_length.
         Returns:
             Encoding with input_ids, token_type_ids and attention_mask (all ones).
@@ -475,7 +493,7 @@ class BertTokenizer:
         self, ids_a: list[int], ids_b: list[int] | None = None, max_length: int | None = None, truncation: bool = True
     ) -> Encoding:
         """Frame already converted ids (e.g. from FastWordpiece) as encode() does; arguments as encode()."""
-        max_length = self.max_len if max_length is None else max_length
+        max_length = self._encode_max_length if max_length is None else max_length
         n_special = 2 if ids_b is None else 3
         ids_a, ids_b = list(ids_a), None if ids_b is None else list(ids_b)
         if truncation:
@@ -535,49 +553,92 @@ class BertTokenizer:
         atomic_write_text(directory / TOKENIZER_CONFIG_NAME, json.dumps(config, indent=2) + "\n")
         return directory / VOCAB_NAME
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        do_lower_case: bool | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        **kwargs,
-    ) -> "BertTokenizer":
-        """Load from a folder holding vocab.txt, a vocab file, or a model name known to bert.hub.
-
-        do_lower_case, when not given, comes from the folder's tokenizer_config.json, else from the
-        vocab's casing (an uncased vocab lower-cases).
+    def save_vocabulary(self, vocab_path: str | os.PathLike) -> str:
+        """Write the vocabulary, one token per line in id order (atomically), as the original.
 
         Args:
-            name_or_path: folder, vocab.txt path, or name (e.g. "bert-base-uncased").
-            do_lower_case: override.
+            vocab_path: a folder (the file is then ``vocab.txt`` in it) or a file path.
+        Returns:
+            The path of the file written.
+        """
+        from bert.fileio import atomic_write_text
+
+        vocab_file = os.path.join(vocab_path, VOCAB_NAME) if os.path.isdir(vocab_path) else os.fspath(vocab_path)
+        ordered = sorted(self.vocab.items(), key=lambda kv: kv[1])
+        if [i for _, i in ordered] != list(range(len(ordered))):
+            logger.warning("Saving vocabulary to %s: vocabulary indices are not consecutive. Please check that the "
+                           "vocabulary is not corrupted!", vocab_file)
+        atomic_write_text(Path(vocab_file), "".join(tok + "\n" for tok, _ in ordered))
+        return vocab_file
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
+                        cache_dir: str | os.PathLike | None = None, *inputs: Any, **kwargs: Any) -> "BertTokenizer":
+        """Load from a folder holding vocab.txt, a vocab file (path or URL), or a model name known to bert.hub.
+
+        do_lower_case, when not given, comes from the folder's tokenizer_config.json, else from the
+        vocab's casing (an uncased vocab lower-cases). For the original's seven shortcut names it follows
+        the name, as the original does: ``-cased`` models never lower-case, the others always (a
+        contradicting do_lower_case is overridden with a warning); their max_len is at most 512.
+
+        Args:
+            pretrained_model_name_or_path: folder, vocab.txt path or URL, or name (e.g. "bert-base-uncased").
             cache_dir: where bert.hub caches downloads.
-            **kwargs: passed to BertTokenizer (max_len, never_split, ...).
+            inputs, kwargs: passed to BertTokenizer (do_lower_case, max_len, never_split, ...).
         Returns:
             The tokenizer.
+        Raises:
+            ValueError: no vocabulary there (the original logged an error and returned None).
         """
-        path = Path(name_or_path)
+        name = str(pretrained_model_name_or_path)
+        if name in PRETRAINED_VOCAB_ARCHIVE_MAP and not Path(name).exists():
+            _follow_name_casing(name, kwargs)
+            kwargs["max_len"] = min(kwargs.get("max_len") or NO_MAX_LEN,
+                                    PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[name])
+        if urlparse(name).scheme in ("http", "https", "s3"):
+            name = cached_path(name, cache_dir=cache_dir)
+        path = Path(name)
         if path.is_file():
             vocab_file, folder = path, path.parent
         else:
             if not path.is_dir():
                 from bert.hub import resolve_model_dir  # lazy: downloads are not a tokenizer concern
 
-                path = Path(resolve_model_dir(str(name_or_path), cache_dir))
+                path = Path(resolve_model_dir(name, cache_dir))
             vocab_file, folder = path / VOCAB_NAME, path
             if not vocab_file.is_file():
                 raise ValueError(f"{path}: no {VOCAB_NAME} in this folder")
         config = _read_tokenizer_config(folder / TOKENIZER_CONFIG_NAME)
-        if do_lower_case is None:
+        do_lower_case = kwargs.pop("do_lower_case", None)
+        if do_lower_case is None and not inputs:
             do_lower_case = config.get("do_lower_case")
-        if do_lower_case is None:
-            do_lower_case = vocab_is_cased(load_vocab(vocab_file)) is not True
+            if do_lower_case is None:
+                do_lower_case = vocab_is_cased(load_vocab(vocab_file)) is not True
+        if do_lower_case is not None:
+            kwargs["do_lower_case"] = bool(do_lower_case)
         for key in ("strip_accents", "tokenize_chinese_chars"):
             if config.get(key) is not None:
                 kwargs.setdefault(key, config[key])
         if isinstance(config.get("model_max_length"), int) and config["model_max_length"] < 10**6:
             kwargs.setdefault("max_len", config["model_max_length"])
-        return cls(vocab_file, do_lower_case=bool(do_lower_case), **kwargs)
+        return cls(vocab_file, *inputs, **kwargs)
+
+
+def _follow_name_casing(name: str, kwargs: dict) -> None:
+    """The original's rule for its shortcut names: the name decides do_lower_case (with a warning when the
+    caller asked for the other)."""
+    cased = "-cased" in name
+    if cased and kwargs.get("do_lower_case", True):
+        if "do_lower_case" in kwargs:
+            logger.warning("The pre-trained model you are loading is a cased model but you have not set "
+                           "`do_lower_case` to False. We are setting `do_lower_case=False` for you but "
+                           "you may want to check this behavior.")
+        kwargs["do_lower_case"] = False
+    elif not cased and not kwargs.get("do_lower_case", True):
+        logger.warning("The pre-trained model you are loading is an uncased model but you have set "
+                       "`do_lower_case` to False. We are setting `do_lower_case=True` for you "
+                       "but you may want to check this behavior.")
+        kwargs["do_lower_case"] = True
 
 
 def _read_tokenizer_config(path: Path) -> dict:

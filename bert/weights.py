@@ -6,17 +6,24 @@ A model folder is ``config.json`` (or Google's ``bert_config.json``) plus ``mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
 import re
+import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
 
+from bert.config import DEFAULTS as CONFIG_DEFAULTS
 from bert.config import BertConfig, read_json_object
 from bert.fileio import atomic_path, atomic_write_text
 from bert.safeload import first_line, torch_load_weights_only
@@ -24,6 +31,8 @@ from bert.safeload import first_line, torch_load_weights_only
 logger = logging.getLogger(__name__)
 
 CONFIG_NAMES = ("config.json", "bert_config.json")
+BERT_CONFIG_NAME = "bert_config.json"  # Google's and the original's name (config.json is HF's and ours)
+TF_WEIGHTS_NAME = "model.ckpt"  # the TF checkpoint prefix the original's from_tf looks for
 WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 # Parameters tied to another one: never stored, never reported missing.
@@ -188,6 +197,34 @@ def resolve_model_dir(name_or_path: str | os.PathLike, cache_dir: str | os.PathL
     return Path(hub.resolve_model_dir(str(name_or_path), cache_dir=cache_dir))
 
 
+@contextlib.contextmanager
+def opened_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """The model folder of a folder, a shortcut name, or (as the original) a model archive (``.tar.gz``,
+    ``.zip``) given by path or URL, extracted safely into a temporary folder for the duration."""
+    name = str(name_or_path)
+    if urlparse(name).scheme in ("http", "https", "s3"):
+        from bert.file_utils import cached_path
+
+        name = cached_path(name, cache_dir=cache_dir)
+    path = Path(name)
+    if not (path.is_file() and _is_archive(path)):
+        yield resolve_model_dir(name, cache_dir)
+        return
+    from bert.archive import safe_extract
+
+    with tempfile.TemporaryDirectory(prefix=".bert-model-") as tmp:
+        safe_extract(path, tmp)
+        folders = [Path(tmp)] + sorted(p for p in Path(tmp).iterdir() if p.is_dir())
+        found = [f for f in folders if any((f / n).is_file() for n in CONFIG_NAMES)]
+        if not found:
+            raise ValueError(f"{name_or_path}: no {' or '.join(CONFIG_NAMES)} in the archive")
+        yield found[0]
+
+
+def _is_archive(path: Path) -> bool:
+    return tarfile.is_tarfile(path) or zipfile.is_zipfile(path)
+
+
 class PreTrainedBertMixin:
     """``from_pretrained`` and ``save_pretrained`` for every model class."""
 
@@ -196,43 +233,51 @@ class PreTrainedBertMixin:
         return {k: getattr(self, k) for k in ("num_labels", "num_choices") if hasattr(self, k)}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                        state_dict: Mapping[str, Tensor] | None = None, **kwargs: Any):
-        """Load a model from a folder, a shortcut name or the packaged name.
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *inputs: Any,
+                        state_dict: Mapping[str, Tensor] | None = None, cache_dir: str | os.PathLike | None = None,
+                        from_tf: bool = False, **kwargs: Any):
+        """Load a model from a folder, a shortcut name, the packaged name, or a model archive (path or URL).
 
         Args:
-            name_or_path: a model folder, e.g. ``bert-base-uncased`` or ``minilm-l6-h384-uncased``.
-            cache_dir: where downloads are kept (default: ``$BERT_TOOLKIT_CACHE`` or ~/.cache/bert-toolkit).
+            pretrained_model_name_or_path: a model folder (ours, HF's, or the original's ``bert_config.json``
+                + ``pytorch_model.bin``), e.g. ``bert-base-uncased`` or ``minilm-l6-h384-uncased``, or a
+                ``.tar.gz``/``.zip`` holding such a folder.
+            inputs: positional arguments of the model's constructor after the config (e.g. num_labels).
             state_dict: weights to use instead of the folder's.
-            kwargs: BertConfig fields to override (e.g. ``hidden_dropout_prob=0.0``) and constructor
-                arguments (``num_labels``, ``num_choices``).
+            cache_dir: where downloads are kept (default: ``$BERT_TOOLKIT_CACHE`` or ~/.cache/bert-toolkit).
+            from_tf: read the weights from the folder's TensorFlow checkpoint (``model.ckpt`` or
+                ``bert_model.ckpt``) instead of a PyTorch file.
+            kwargs: constructor arguments (``num_labels``, ``num_choices``) and BertConfig fields to
+                override (e.g. ``hidden_dropout_prob=0.0``).
         Returns:
-            The model in eval mode.
+            The model, in training mode as a new torch module is (and as the original returns it): call
+            ``.eval()`` before inference.
+        Raises:
+            ValueError: no such model, an unreadable config or weights file, a missing encoder weight, or a
+                shape that does not match (each naming the file and the key).
         """
-        folder = resolve_model_dir(name_or_path, cache_dir)
-        config_file = find_file(folder, CONFIG_NAMES, "config file")
-        raw = read_json_object(config_file)
-        config_fields = {f.name for f in dataclasses.fields(BertConfig)}
-        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in config_fields}
-        try:
-            config = BertConfig.from_dict({**raw, **overrides})
-        except ValueError as err:
-            raise ValueError(f"{config_file}: {err}") from None
-        for key in ("num_labels", "num_choices"):  # what save_pretrained recorded, unless overridden
-            if key in raw and key not in kwargs and key in cls.__init__.__code__.co_varnames:
-                value = raw[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{config_file}: {key} must be a positive integer, got {value!r}")
-                kwargs[key] = value
-        if state_dict is None:
-            weights_file = find_file(folder, WEIGHTS_NAMES, "weights file")
-            state_dict, source = load_state_dict_file(weights_file), str(weights_file)
-        else:
+        with opened_model(pretrained_model_name_or_path, cache_dir) as folder:
+            config_file = find_file(folder, CONFIG_NAMES, "config file")
+            raw = read_json_object(config_file)
+            overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_DEFAULTS}
+            with _naming(config_file):
+                config = BertConfig.from_dict({**raw, **overrides})
+                kwargs = {**_saved_head_kwargs(cls, raw, inputs, kwargs), **kwargs}
+            if from_tf:
+                from bert.tf_checkpoint import load_tf_weights_in_bert, tf_checkpoint_in_folder
+
+                with _naming(config_file):
+                    model = cls(config, *inputs, **kwargs)
+                return load_tf_weights_in_bert(model, tf_checkpoint_in_folder(folder))
             source = "state_dict"
-        check_config_matches(config, state_dict, str(config_file), source)
-        model = cls(config, **kwargs)
+            if state_dict is None:
+                weights_file = find_file(folder, WEIGHTS_NAMES, "weights file")
+                state_dict, source = load_state_dict_file(weights_file), str(weights_file)
+            check_config_matches(config, state_dict, str(config_file), source)
+            with _naming(config_file):
+                model = cls(config, *inputs, **kwargs)
         model.load_report = load_weights(model, state_dict, source)
-        return model.eval()
+        return model
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (names HF's Bert classes load with no missing keys).
@@ -255,3 +300,28 @@ class PreTrainedBertMixin:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
         atomic_write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         return folder
+
+
+@contextlib.contextmanager
+def _naming(config_file: Path) -> Iterator[None]:
+    """Prefix a ValueError raised by the config or the model's constructor with the config file."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{config_file}: {err}") from None
+
+
+def _saved_head_kwargs(cls: type, raw: Mapping[str, Any], inputs: tuple, kwargs: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """The constructor arguments a saved folder records (num_labels, num_choices) that the caller did not
+    pass, positionally or by name."""
+    parameters = inspect.signature(cls.__init__).parameters
+    bound = inspect.signature(cls.__init__).bind_partial(None, None, *inputs).arguments
+    out = {}
+    for key in ("num_labels", "num_choices"):
+        if key in raw and key in parameters and key not in kwargs and key not in bound:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            out[key] = value
+    return out

@@ -132,7 +132,7 @@ def test_extract_features_matches_the_model(tmp_path, minilm_dir):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["linex_index"] for r in records] == [0, 1, 2, 3]
 
-    model = BertModel.from_pretrained(minilm_dir)
+    model = BertModel.from_pretrained(minilm_dir).eval()
     tokenizer = BertTokenizer.from_pretrained(minilm_dir)
     pair = tokenizer.tokenize("Who was Jim Henson ?"), tokenizer.tokenize("Jim Henson was a puppeteer")
     expected_tokens = [

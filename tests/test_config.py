@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from bert import BertConfig
 
@@ -44,7 +45,6 @@ def test_known_activations(act):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("hidden_size", 100, "divisible"),
         ("hidden_act", "tanhh", "hidden_act"),
         ("vocab_size", 0, "vocab_size"),
         ("num_hidden_layers", -1, "num_hidden_layers"),
@@ -63,6 +63,24 @@ def test_bad_json_names_the_file(tmp_path):
     path.write_text('{"hidden_size": 768,')
     with pytest.raises(ValueError, match="config.json"):
         BertConfig.from_json_file(path)
-    path.write_text('{"hidden_size": 770, "num_attention_heads": 12}')
-    with pytest.raises(ValueError, match="config.json.*divisible"):
+    path.write_text('{"hidden_size": 768, "num_attention_heads": 0}')
+    with pytest.raises(ValueError, match="config.json.*num_attention_heads"):
         BertConfig.from_json_file(path)
+
+
+def test_sizes_that_do_not_fit_are_refused_when_a_model_is_built(tmp_path):
+    """As the original: BertConfig(99, hidden_size=37) is a config (12 heads do not divide 37), no model is."""
+    from bert import BertModel
+
+    config = BertConfig(99, hidden_size=37)
+    assert config.hidden_size == 37 and config.num_attention_heads == 12
+    with pytest.raises(ValueError, match=r"hidden size \(37\) is not a multiple of the number of attention heads \(12\)"):
+        BertModel(config)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**BertConfig(99, hidden_size=32, num_hidden_layers=1,
+                                                                 num_attention_heads=4, intermediate_size=8).to_dict(),
+                                                    "hidden_size": 30}))
+    torch.save({}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"config.json: The hidden size \(30\) is not a multiple.*\(4\)"):
+        BertModel.from_pretrained(folder)

@@ -146,7 +146,7 @@ def test_schedule_validation():
         BertAdam(p, lr=-1)
     with pytest.raises(ValueError, match="Invalid b2"):
         BertAdam(p, lr=1, b2=1.0)
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(ValueError, match="Invalid schedule parameter: 'cosine'"):
         BertAdam(p, lr=1, schedule="cosine")
     s = torch.nn.Parameter(torch.zeros(3))
     s.grad = torch.zeros(3).to_sparse()
@@ -214,17 +214,20 @@ def test_fused_is_the_default_and_agrees_with_the_loop_to_rounding_in_float32():
     assert diff < 1e-6, diff  # float32 rounding of p*(1-lr*wd) - lr*u against p - lr*(u + wd*p)
 
 
-def test_warns_once_past_t_total(caplog):
-    p = torch.nn.Parameter(torch.zeros(2))
-    optimizer = BertAdam([p], lr=0.1, warmup=0.1, t_total=3)
+def test_warns_at_each_step_past_t_total_as_the_original(caplog):
+    """The original's schedules warn each time training goes further beyond t_total: once a step, whatever the
+    number of parameters (steps 4 to 7 here, after t_total=3)."""
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    optimizer = BertAdam(params, lr=0.1, warmup=0.1, t_total=3)
     with caplog.at_level(logging.WARNING, logger="bert.optimization"):
         for _ in range(8):
-            p.grad = torch.ones(2)
+            for p in params:
+                p.grad = torch.ones_like(p)
             optimizer.step()
-    assert [r.message for r in caplog.records if "beyond" in r.message] == [
-        "Training beyond specified 't_total' (3 steps). Learning rate multiplier set to 0.0. "
-        "Please set 't_total' of BertAdam correctly."
-    ]
+    assert [r.getMessage() for r in caplog.records if "beyond" in r.getMessage()] == [
+        "Training beyond specified 't_total'. Learning rate multiplier set to 0.0. "
+        "Please set 't_total' of WarmupLinearSchedule correctly."
+    ] * 4
 
 
 def test_param_groups_no_decay():

@@ -92,7 +92,7 @@ def test_fused_qkv_matches_separate_projections(tiny_config):
     x = torch.randn(2, 9, tiny_config.hidden_size, requires_grad=True)
     key_mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
     key_mask[1, ..., 6:] = False
-    fused, _ = attention(x, EncoderPlan(key_mask))
+    fused = attention(x, EncoderPlan(key_mask))
 
     def heads(t):
         return t.view(2, 9, tiny_config.num_attention_heads, -1).transpose(1, 2)
@@ -173,12 +173,17 @@ def test_masked_lm_loss_on_labelled_positions_matches_full_projection(name, tiny
     labels[0, [2, 7]] = torch.tensor([5, 9])
     labels[2, 3] = 40
     labels[1, 1] = -100
+    # BertForPreTraining gives a loss only with both labels (as the original): add the NSP part to the expected.
+    nsp = {"next_sentence_label": torch.tensor([0, 1, 1])} if name == "BertForPreTraining" else {}
     for case in ("real tokens only", "a label on padding"):
         if case == "a label on padding":
             labels[1, 9] = 17  # padded position: the padded computation must run to give its loss
         with torch.no_grad():
-            loss = model(ids, types, mask, masked_lm_labels=labels)
-        assert abs(loss.item() - _full_mlm_loss(model, ids, types, mask, labels).item()) < TOL, case
+            loss = model(ids, types, mask, masked_lm_labels=labels, **nsp)
+            expected = _full_mlm_loss(model, ids, types, mask, labels)
+            if nsp:
+                expected += F.cross_entropy(model(ids, types, mask)[1], nsp["next_sentence_label"])
+        assert abs(loss.item() - expected.item()) < TOL, case
 
 
 def test_token_classification_loss_skipping_padding_matches(tiny_config):

@@ -124,7 +124,7 @@ def test_pretraining_lowers_the_masked_lm_loss_and_the_result_fine_tunes(tmp_pat
     assert not (root / "work" / "checkpoints").exists()  # dropped once the run has finished
 
     # The stage's evaluation is the model's own loss definition.
-    model = BertForPreTraining.from_pretrained(root / "model")
+    model = BertForPreTraining.from_pretrained(root / "model").eval()
     dev = PretrainingDataset(root / "instances" / "dev")
     batch = pretraining_collate([dev[i] for i in range(16)])
     with torch.no_grad():
@@ -138,7 +138,7 @@ def test_pretraining_lowers_the_masked_lm_loss_and_the_result_fine_tunes(tmp_pat
     # It loads as a fine-tuning start, and goes through the fine-tuning pipeline's stages as model.name.
     from stages import convert, download, finetune, tokenize
 
-    model = BertForSequenceClassification.from_pretrained(root / "model", num_labels=2)
+    model = BertForSequenceClassification.from_pretrained(root / "model", num_labels=2).eval()
     assert model.load_report.missing == ["classifier.bias", "classifier.weight"]
     trained = BertForPreTraining.from_pretrained(root / "model").state_dict()
     for name, value in model.state_dict().items():
@@ -184,7 +184,7 @@ def test_minilm_gets_new_heads_and_says_so(tmp_path, minilm_dir, caplog):
     assert "no pre-training heads" in caplog.text and "cls.seq_relationship.weight" in caplog.text
     print(f"\nMiniLM, new heads: dev MLM loss {metrics['before']['mlm_loss']:.2f} -> {metrics['mlm_loss']:.2f}")
     # the saved model keeps MiniLM's encoder apart from 2 steps of training, and now has heads
-    saved = BertForPreTraining.from_pretrained(tmp_path / "model")
+    saved = BertForPreTraining.from_pretrained(tmp_path / "model").eval()
     assert saved.load_report.missing == [] and (tmp_path / "model" / "vocab.txt").is_file()
 
 

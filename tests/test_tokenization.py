@@ -151,7 +151,10 @@ def test_long_sequence_warns(tmp_path, caplog):
         assert not caplog.records
         tokenizer.convert_tokens_to_ids(["want"] * 5)
     assert "longer than the specified maximum sequence length for this BERT model (5 > 4)" in caplog.text
-    assert BertTokenizer(tmp_path / "v.txt").max_len == 512
+    # No max_len: no limit, as the original (encode() still cuts at BERT's 512 positions).
+    unlimited = BertTokenizer(tmp_path / "v.txt")
+    assert unlimited.max_len == int(1e12)
+    assert len(unlimited.encode("want " * 600).input_ids) == 512
 
 
 def test_encode_single_and_pair(tiny):

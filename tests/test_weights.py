@@ -33,16 +33,16 @@ def _outputs(model, ids):
 
 
 def test_round_trip_identical(minilm_dir, tmp_path, ids):
-    model = BertModel.from_pretrained(minilm_dir)
+    model = BertModel.from_pretrained(minilm_dir).eval()
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
-    again = BertModel.from_pretrained(tmp_path)
+    again = BertModel.from_pretrained(tmp_path).eval()
     for a, b in zip(_outputs(model, ids), _outputs(again, ids)):
         assert torch.equal(a, b)
 
 
 def test_saved_folder_loads_in_hf_with_same_outputs(minilm_dir, tmp_path, ids):
-    model = BertModel.from_pretrained(minilm_dir)
+    model = BertModel.from_pretrained(minilm_dir).eval()
     model.save_pretrained(tmp_path)
     hf, info = transformers.BertModel.from_pretrained(str(tmp_path), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
@@ -56,16 +56,16 @@ def test_saved_folder_loads_in_hf_with_same_outputs(minilm_dir, tmp_path, ids):
 
 def test_head_round_trip_keeps_num_labels(minilm_dir, tmp_path, ids):
     torch.manual_seed(0)
-    model = bert.BertForSequenceClassification.from_pretrained(minilm_dir, num_labels=3)
+    model = bert.BertForSequenceClassification.from_pretrained(minilm_dir, num_labels=3).eval()
     assert model.load_report.newly_initialized == ["classifier.bias", "classifier.weight"]
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["num_labels"] == 3
-    again = bert.BertForSequenceClassification.from_pretrained(tmp_path)
+    again = bert.BertForSequenceClassification.from_pretrained(tmp_path).eval()
     assert again.num_labels == 3 and not again.load_report.missing
     with torch.no_grad():
         assert torch.equal(model(*ids), again(*ids))
     # the encoder of a fine-tuned head loads into a bare BertModel (drops `bert.`)
-    base = BertModel.from_pretrained(tmp_path)
+    base = BertModel.from_pretrained(tmp_path).eval()
     assert "classifier.weight" in base.load_report.unexpected
 
 
@@ -78,8 +78,8 @@ def test_hf_style_pytorch_model_bin_with_gamma_beta(minilm_dir, tmp_path, ids):
         old_names["bert." + key] = value
     torch.save(old_names, tmp_path / "pytorch_model.bin")
     (tmp_path / "bert_config.json").write_text((minilm_dir / "config.json").read_text())
-    model = BertModel.from_pretrained(tmp_path)
-    reference = BertModel.from_pretrained(minilm_dir)
+    model = BertModel.from_pretrained(tmp_path).eval()
+    reference = BertModel.from_pretrained(minilm_dir).eval()
     for a, b in zip(_outputs(model, ids), _outputs(reference, ids)):
         assert torch.equal(a, b)
 
@@ -103,7 +103,7 @@ def test_truncated_safetensors_is_a_clear_error(minilm_dir, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 3])
     (tmp_path / "config.json").write_text((minilm_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="model.safetensors: not a readable weights file"):
-        BertModel.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path).eval()
 
 
 def test_shape_mismatch_names_parameter_and_both_shapes(minilm_dir, tmp_path):
@@ -112,7 +112,7 @@ def test_shape_mismatch_names_parameter_and_both_shapes(minilm_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "model.safetensors").symlink_to(minilm_dir / "model.safetensors")
     with pytest.raises(ValueError, match=r"encoder.layer.0.intermediate.dense.bias has shape \(1536,\) in the checkpoint, expected \(1024,\)"):
-        BertModel.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path).eval()
 
 
 def test_missing_encoder_weight_is_an_error(minilm_dir, tmp_path):
@@ -121,22 +121,22 @@ def test_missing_encoder_weight_is_an_error(minilm_dir, tmp_path):
     save_file(state, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text((minilm_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="1 encoder weights missing.*encoder.layer.3.output.dense.weight"):
-        BertModel.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path).eval()
 
 
 def test_new_head_is_reported_once(minilm_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="bert.weights"):
-        model = bert.BertForQuestionAnswering.from_pretrained(minilm_dir)
+        model = bert.BertForQuestionAnswering.from_pretrained(minilm_dir).eval()
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "newly initialised" in messages[0] and "qa_outputs.weight" in messages[0]
     assert model.load_report.missing == ["qa_outputs.bias", "qa_outputs.weight"]
 
 
 def test_config_overrides_and_missing_files(minilm_dir, tmp_path):
-    model = BertModel.from_pretrained(minilm_dir, hidden_dropout_prob=0.0)
+    model = BertModel.from_pretrained(minilm_dir, hidden_dropout_prob=0.0).eval()
     assert model.config.hidden_dropout_prob == 0.0
     with pytest.raises(ValueError, match="no config file"):
-        BertModel.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path).eval()
     (tmp_path / "config.json").write_text((minilm_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="no weights file.*model.safetensors, pytorch_model.bin"):
-        BertModel.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path).eval()
