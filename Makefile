@@ -7,8 +7,12 @@ PIP    := $(VENV)/bin/pip
 TORCH  := torch==2.13.0
 # dvc.yaml's commands call python and torchrun: the venv's, whatever the shell has
 BIN_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
-# an install is redone when pyproject.toml changes
-HASH   := $(shell cksum pyproject.toml | cut -d' ' -f1)
+# an install is redone when pyproject.toml or setup.py changes
+HASH   := $(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
+# An editable install gets no .pth from setup.py's build hook: write the alias's (see bert/compat/__init__.py).
+ALIAS_PTH = $(PY) -c 'import sysconfig, bert.compat as c, pathlib; \
+	pathlib.Path(sysconfig.get_paths()["purelib"], c.PTH_NAME).write_text(c.ALIAS_PATH + "\n")'
+
 
 .PHONY: test run pretrain flow ui bench install clean
 
@@ -19,11 +23,13 @@ $(PY):
 $(VENV)/.pipeline-$(HASH): | $(PY)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[pipeline]" $(TORCH)
+	$(ALIAS_PTH)
 	touch $@
 
 $(VENV)/.test-$(HASH): | $(PY)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[test]" $(TORCH)
+	$(ALIAS_PTH)
 	touch $@ $(VENV)/.pipeline-$(HASH)
 
 install: $(VENV)/.test-$(HASH)
