@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bert.fast_tokenization import FastWordpiece  # noqa: E402
-from bert.fileio import atomic_write_text  # noqa: E402
+from bert.text.fast_tokenization import FastWordpiece  # noqa: E402
+from bert.io.fileio import atomic_write_text  # noqa: E402
 from bert.tokenization import BertTokenizer, load_vocab  # noqa: E402
 from test_tokenization_parity import DATA, corpus_lines, vocab_path  # noqa: E402
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from bert.cli import main
+from bert.cli.commands import main
 
 sys.exit(main())

@@ -3,7 +3,7 @@
     cached_path("https://host/vocab.txt") ─HEAD: ETag─► <cache>/sha256(url).sha256(etag)   (+ .json: url, etag)
     cached_path("./vocab.txt")            ─► "./vocab.txt" (it exists) or OSError
 
-Files are fetched with bert.download (resumable, written under a temporary name and renamed when complete,
+Files are fetched with bert.io.download (resumable, written under a temporary name and renamed when complete,
 the size checked), so an interrupted transfer never leaves a corrupt cache entry. ``s3://`` URLs need
 boto3, imported only for them. The cache folder is ``$PYTORCH_PRETRAINED_BERT_CACHE``, else the toolkit's
 (``$BERT_TOOLKIT_CACHE`` or ``~/.cache/bert-toolkit``).
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO, Optional, Union
 from urllib.parse import urlparse
 
-from bert.download import USER_AGENT, DownloadError, download
-from bert.fileio import atomic_path, atomic_write_text
-from bert.releases import cache_root
+from bert.io.download import USER_AGENT, DownloadError, download
+from bert.io.fileio import atomic_path, atomic_write_text
+from bert.io.releases import cache_root
 
 logger = logging.getLogger(__name__)
 

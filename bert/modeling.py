@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bert.config import BertConfig
+from bert.model.config import BertConfig
 from bert.file_utils import CONFIG_NAME, WEIGHTS_NAME, cached_path  # noqa: F401 (the original's names here)
-from bert.releases import archive_map
-from bert.tf_checkpoint import load_tf_weights_in_bert  # noqa: F401
-from bert.weights import BERT_CONFIG_NAME, TF_WEIGHTS_NAME, PreTrainedBertMixin  # noqa: F401
+from bert.io.releases import archive_map
+from bert.formats.tf_checkpoint import load_tf_weights_in_bert  # noqa: F401
+from bert.model.weights import BERT_CONFIG_NAME, TF_WEIGHTS_NAME, PreTrainedBertMixin  # noqa: F401
 
 
 logger = logging.getLogger(__name__)
 
-# Every shortcut name -> the archive bert.hub downloads for it (pytorch-pretrained-bert's name; its S3
+# Every shortcut name -> the archive bert.io.hub downloads for it (pytorch-pretrained-bert's name; its S3
 # addresses are gone, so these are Google's release archives, which from_pretrained converts once).
 PRETRAINED_MODEL_ARCHIVE_MAP = archive_map()
 

@@ -2,7 +2,7 @@
 
 The algorithm is the original one (google-research/bert, with pytorch-pretrained-bert's
 ``never_split`` and HF's ``strip_accents`` / ``tokenize_chinese_chars`` options) running on Python's
-``unicodedata``; ``bert.fast_tokenization`` gives the same ids much faster for whole corpora.
+``unicodedata``; ``bert.text.fast_tokenization`` gives the same ids much faster for whole corpora.
 
     text ──BasicTokenizer──► words ──WordpieceTokenizer──► pieces ──vocab──► ids
     "UNwant\u00e9d,running" ► un want ed , running ► un ##want ##ed , runn ##ing
@@ -21,13 +21,13 @@ from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from bert.file_utils import cached_path
-from bert.releases import archive_map
+from bert.io.releases import archive_map
 
 logger = logging.getLogger(__name__)
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-# The original's names: every shortcut name -> the archive bert.hub downloads (its vocab.txt is inside; the
+# The original's names: every shortcut name -> the archive bert.io.hub downloads (its vocab.txt is inside; the
 # original's S3 addresses are gone), and the positions of each model (how long a sequence may be).
 PRETRAINED_VOCAB_ARCHIVE_MAP = archive_map()
 PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = {name: 512 for name in PRETRAINED_VOCAB_ARCHIVE_MAP}
@@ -537,7 +537,7 @@ class BertTokenizer:
         Returns:
             The vocab.txt path.
         """
-        from bert.fileio import atomic_write_text
+        from bert.io.fileio import atomic_write_text
 
         directory = Path(directory)
         ordered = sorted(self.vocab.items(), key=lambda kv: kv[1])
@@ -561,7 +561,7 @@ class BertTokenizer:
         Returns:
             The path of the file written.
         """
-        from bert.fileio import atomic_write_text
+        from bert.io.fileio import atomic_write_text
 
         vocab_file = os.path.join(vocab_path, VOCAB_NAME) if os.path.isdir(vocab_path) else os.fspath(vocab_path)
         ordered = sorted(self.vocab.items(), key=lambda kv: kv[1])
@@ -574,7 +574,7 @@ class BertTokenizer:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
                         cache_dir: str | os.PathLike | None = None, *inputs: Any, **kwargs: Any) -> "BertTokenizer":
-        """Load from a folder holding vocab.txt, a vocab file (path or URL), or a model name known to bert.hub.
+        """Load from a folder holding vocab.txt, a vocab file (path or URL), or a model name known to bert.io.hub.
 
         do_lower_case, when not given, comes from the folder's tokenizer_config.json, else from the
         vocab's casing (an uncased vocab lower-cases). For the original's seven shortcut names it follows
@@ -583,7 +583,7 @@ class BertTokenizer:
 
         Args:
             pretrained_model_name_or_path: folder, vocab.txt path or URL, or name (e.g. "bert-base-uncased").
-            cache_dir: where bert.hub caches downloads.
+            cache_dir: where bert.io.hub caches downloads.
             inputs, kwargs: passed to BertTokenizer (do_lower_case, max_len, never_split, ...).
         Returns:
             The tokenizer.
@@ -602,7 +602,7 @@ class BertTokenizer:
             vocab_file, folder = path, path.parent
         else:
             if not path.is_dir():
-                from bert.hub import resolve_model_dir  # lazy: downloads are not a tokenizer concern
+                from bert.io.hub import resolve_model_dir  # lazy: downloads are not a tokenizer concern
 
                 path = Path(resolve_model_dir(name, cache_dir))
             vocab_file, folder = path / VOCAB_NAME, path

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from bert.download import sha256_of
+from bert.io.download import sha256_of
 from stages.common import add_debug_flag, atomic_outputs, run_stage, write_json
 from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
 

@@ -26,7 +26,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from bert.fileio import atomic_write_text
+from bert.io.fileio import atomic_write_text
 
 # ---------------------------------------------------------------- demo-pair: paraphrase detection
 NAMES = (

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from bert.engine.allocator import active_allocator, reexec_with_allocator
-from bert.fileio import atomic_path, atomic_write_text
+from bert.io.fileio import atomic_path, atomic_write_text
 
 logger = logging.getLogger("stages")
 
@@ -146,10 +146,10 @@ def load_features(folder: str | os.PathLike, model_dir: str | os.PathLike):
     """Open a tokenize output split, checking it was made with the model folder's vocab.
 
     Returns:
-        the bert.cache.CachedFeatures.
+        the bert.data.cache.CachedFeatures.
     """
-    from bert.cache import CachedFeatures
-    from bert.download import sha256_of
+    from bert.data.cache import CachedFeatures
+    from bert.io.download import sha256_of
 
     features = CachedFeatures(require_input(folder, "tokenize", "tokenized features"))
     vocab = Path(model_dir) / "vocab.txt"

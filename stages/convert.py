@@ -2,7 +2,7 @@
 
     python -m stages.convert --out models/pretrained
 
-``model.name`` is a shortcut name (bert-base-uncased, ...: downloaded and converted by bert.hub), the
+``model.name`` is a shortcut name (bert-base-uncased, ...: downloaded and converted by bert.io.hub), the
 packaged ``minilm-l6-h384-uncased``, or a folder: ours or HF's (config.json + model.safetensors or
 pytorch_model.bin), the original pytorch-pretrained-bert dump, or a Google TF checkpoint (a folder
 with bert_model.ckpt.* and bert_config.json, or Google's released zip). The output is
@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from bert.download import sha256_of
+from bert.io.download import sha256_of
 from bert.modeling import BertForPreTraining, BertModel
-from bert.weights import WEIGHTS_NAMES, load_state_dict_file, resolve_model_dir
+from bert.model.weights import WEIGHTS_NAMES, load_state_dict_file, resolve_model_dir
 from stages.common import atomic_outputs, run_stage, write_json, stage_parser
 from stages.params import load_section
 
@@ -37,7 +37,7 @@ def convert(name: str, out: Path) -> dict:
     """Write model `name` into the empty folder `out`; returns the SOURCE.json record."""
     local = Path(name)
     if local.exists() and _is_tf_checkpoint(local):
-        from bert.convert import convert_tf_checkpoint
+        from bert.formats.convert import convert_tf_checkpoint
 
         convert_tf_checkpoint(local, None, out)
         source = local

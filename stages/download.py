@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from bert.download import sha256_of
+from bert.io.download import sha256_of
 from stages import builtin_data
 from stages.common import atomic_outputs, run_stage, write_json, stage_parser
 from stages.params import DataParams, load_section
@@ -72,8 +72,8 @@ def copy_local(task: str, folder: Path, out: Path) -> dict[str, str]:
 
 def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, str]:
     """Fetch a task's official files (verified) and lay them out in `out`; split -> file name."""
-    from bert.archive import safe_extract
-    from bert.download import download
+    from bert.io.archive import safe_extract
+    from bert.io.download import download
 
     cache = download_cache_dir() / ("mnli" if task == "mnli-mm" else task)  # one MNLI.zip for both
     fetched = []

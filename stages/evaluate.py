@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bert.cache import CachedFeatures, pad_collate
+from bert.data.cache import CachedFeatures, pad_collate
 from bert.engine import predict, setup_distributed
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks.records import SquadFeatures, SquadResult

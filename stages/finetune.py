@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
-from bert.cache import pad_collate
+from bert.data.cache import pad_collate
 from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed, strip_launcher_args
 from stages.common import (
     atomic_outputs,

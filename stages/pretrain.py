@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from bert.download import sha256_of
+from bert.io.download import sha256_of
 from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed, strip_launcher_args
 from bert.modeling import BertForPreTraining
-from bert.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
+from bert.data.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
 from stages.common import (
     add_debug_flag,
     atomic_outputs,

@@ -3,11 +3,11 @@
     python -m stages.pretrain_data --params pretrain/params.yaml --corpus pretrain/data/corpus \\
         --model pretrain/data/model --out pretrain/data/instances
 
-Google's create_pretraining_data (bert.pretraining_data) with the vocab of the model to pre-train.
+Google's create_pretraining_data (bert.data.pretraining_data) with the vocab of the model to pre-train.
 The last ``instances.dev_documents`` documents of the corpus are held out: ``train`` holds the
 instances of the others, made exactly as the original with ``random_seed`` (dupe_factor passes),
 ``dev`` those of the held-out ones (one pass, seed + 1), for the pre-training stage's MLM / NSP
-figures. Each split is a bert.cache-format folder with a manifest (see bert.pretraining_data).
+figures. Each split is a bert.data.cache-format folder with a manifest (see bert.data.pretraining_data).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any, Optional, Sequence, TypeVar
 
 from tqdm.auto import tqdm
 
-from bert.cache import CacheManifest
-from bert.download import sha256_of
-from bert.pretraining_data import (
+from bert.data.cache import CacheManifest
+from bert.io.download import sha256_of
+from bert.data.pretraining_data import (
     MLM_LABELS,
     NSP_LABEL,
     Document,
@@ -78,7 +78,7 @@ class InstancesParams:
 
 
 def read_corpus(path: Path, tokenizer: BertTokenizer) -> list[Document]:
-    """The corpus file's documents of WordPiece sentences (bert.pretraining_data.read_documents)."""
+    """The corpus file's documents of WordPiece sentences (bert.data.pretraining_data.read_documents)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from bert.fileio import atomic_write_text
+from bert.io.fileio import atomic_write_text
 from stages import figures
 from stages.common import atomic_outputs, read_json, run_stage, stage_parser, write_json
 from stages.params import ReportParams, load_matrix, load_section

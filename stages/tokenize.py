@@ -1,12 +1,12 @@
-"""Stage tokenize: a task's raw train and dev files to cached, unpadded tensors (bert.cache).
+"""Stage tokenize: a task's raw train and dev files to cached, unpadded tensors (bert.data.cache).
 
     python -m stages.tokenize --task demo-pair --data data/raw/demo-pair --model models/pretrained \
         --out data/features/demo-pair
 
-Writes ``<out>/train`` and ``<out>/dev``, each a bert.cache folder whose manifest records the vocab's
+Writes ``<out>/train`` and ``<out>/dev``, each a bert.data.cache folder whose manifest records the vocab's
 sha256, the casing, the lengths, the counts and how many examples were truncated. finetune and
 evaluate read these and never tokenize again. GLUE and SWAG text goes through the fast batch path
-(bert.fast_tokenization: the same ids as BertTokenizer); SQuAD keeps WordPiece token strings for
+(bert.text.fast_tokenization: the same ids as BertTokenizer); SQuAD keeps WordPiece token strings for
 post-processing, so it uses BertTokenizer with a word cache.
 """
 
@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from bert.cache import CacheManifest, write_cache
-from bert.config import BertConfig
-from bert.download import sha256_of
-from bert.fast_tokenization import FastWordpiece
+from bert.data.cache import CacheManifest, write_cache
+from bert.model.config import BertConfig
+from bert.io.download import sha256_of
+from bert.text.fast_tokenization import FastWordpiece
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks import glue, squad, swag
 from bert.tasks.records import CachedTokenizer

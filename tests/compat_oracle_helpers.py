@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import pytest
 import torch
 
-from bert.tf_checkpoint import GOOGLE_CONFIG_FIELDS  # the fields of Google's bert_config.json: all 0.6.2 knows
+from bert.formats.tf_checkpoint import GOOGLE_CONFIG_FIELDS  # the fields of Google's bert_config.json: all 0.6.2 knows
 
 OURS = "bert"
 ORIGINAL = "pytorch_pretrained_bert"

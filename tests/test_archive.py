@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bert.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
+from bert.io.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
 
 
 def make_zip(path: Path, members: dict[str, bytes], links: dict[str, str] = {}, compression=zipfile.ZIP_DEFLATED):

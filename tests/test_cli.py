@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from bert import BertModel
-from bert.cli import main
+from bert.cli.commands import main
 from bert.tokenization import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -141,7 +141,7 @@ def test_convert_tf_checkpoint_to_pytorch_writes_what_the_original_loads(tiny_co
     pytest.importorskip("tensorflow")
     original = pytest.importorskip("pytorch_pretrained_bert")
     from bert import BertForPreTraining
-    from bert.tf_checkpoint import state_dict_to_tf, write_tf_checkpoint
+    from bert.formats.tf_checkpoint import state_dict_to_tf, write_tf_checkpoint
 
     torch.manual_seed(0)
     source = BertForPreTraining(tiny_config)

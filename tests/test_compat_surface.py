@@ -336,7 +336,7 @@ def test_from_pretrained_positional_inputs_state_dict_and_archives(tiny_config, 
 @pytest.mark.xdist_group("tensorflow")
 def test_from_tf_reads_the_folders_checkpoint(tiny_config, tmp_path):
     pytest.importorskip("tensorflow")
-    from bert.tf_checkpoint import state_dict_to_tf, write_tf_checkpoint
+    from bert.formats.tf_checkpoint import state_dict_to_tf, write_tf_checkpoint
 
     torch.manual_seed(0)
     source = BertForPreTraining(tiny_config)

@@ -39,7 +39,7 @@ def tiny_model(dropout: float = 0.0, seed: int = 0, num_labels: int = 2) -> Bert
 class ToyDataset(Dataset):
     """A learnable pair of classes: label 1 draws 80% of its tokens from ids 5..51, label 0 from 52..98.
 
-    Items are unpadded, as bert/cache.py gives them: 1-D input_ids / token_type_ids and a label.
+    Items are unpadded, as bert/data/cache.py gives them: 1-D input_ids / token_type_ids and a label.
     """
 
     def __init__(self, n: int, seed: int, max_len: int = 24):

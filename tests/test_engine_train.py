@@ -234,9 +234,9 @@ def test_gpu_mixed_precision_learns_the_toy_task(precision, toy_task, tmp_path, 
 
 
 def test_multiple_choice_from_the_feature_cache(tmp_path):
-    """The engine on bert/cache.py's real items: [num_choices, len] inputs, pad_collate, lengths."""
+    """The engine on bert/data/cache.py's real items: [num_choices, len] inputs, pad_collate, lengths."""
     from bert import BertForMultipleChoice
-    from bert.cache import CacheManifest, CachedFeatures, pad_collate, write_cache
+    from bert.data.cache import CacheManifest, CachedFeatures, pad_collate, write_cache
 
     g = torch.Generator().manual_seed(0)
     ids, types, labels = [], [], []

@@ -1,4 +1,4 @@
-"""bert.fileio: atomic writes, and the clean-up of temporaries that killed writers leave behind."""
+"""bert.io.fileio: atomic writes, and the clean-up of temporaries that killed writers leave behind."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bert.fileio import atomic_path, atomic_write_text, remove_stale_temps
+from bert.io.fileio import atomic_path, atomic_write_text, remove_stale_temps
 
 
 def _dead_pid() -> int:

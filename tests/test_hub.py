@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from bert import BertConfig, BertForPreTraining, BertModel
-from bert import hub
-from bert.download import ChecksumError, DownloadError, download
+from bert.io import hub
+from bert.io.download import ChecksumError, DownloadError, download
 from bert.tokenization import BertTokenizer
 from local_http import Server
 
@@ -52,7 +52,7 @@ def zip_bytes(members: dict[str, bytes], links: dict[str, str] = {}) -> bytes:
 def release(tmp_path_factory):
     """A tiny pre-trained BERT as Google ships one: uncased_L-2_H-32_A-4/{bert_model.ckpt.*, ...}."""
     pytest.importorskip("tensorflow")
-    from bert.convert import export_tf_checkpoint
+    from bert.formats.convert import export_tf_checkpoint
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bert.lamb import Lamb
+from bert.optim.lamb import Lamb
 
 
 def reference_lamb(w0, grad_fn, steps, lr, beta1, beta2, eps, decay, adapt, bias_correction=True):
@@ -150,7 +150,7 @@ def test_bad_hyper_parameters_are_named(kwargs, word):
 
 
 def test_engine_builds_lamb_with_no_decay_groups(tiny_config):
-    """optimizer: lamb in the engine: bert.lamb.Lamb, decay groups, LambdaLR schedule, global clipping."""
+    """optimizer: lamb in the engine: bert.optim.lamb.Lamb, decay groups, LambdaLR schedule, global clipping."""
     from bert.engine.config import TrainConfig
     from bert.engine.optim import build_optimizer
     from bert.modeling import BertForPreTraining

@@ -19,9 +19,9 @@ import pytest
 import torch
 import yaml
 
-from bert.config import BertConfig
+from bert.model.config import BertConfig
 from bert.modeling import BertForPreTraining, BertForSequenceClassification
-from bert.pretraining_data import PretrainingDataset, pretraining_collate
+from bert.data.pretraining_data import PretrainingDataset, pretraining_collate
 from stages import builtin_corpus, pretrain, pretrain_data
 from stages.builtin_corpus import lexicon
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from bert.cache import CachedFeatures, CacheManifest
-from bert.pretraining_data import (
+from bert.data.cache import CachedFeatures, CacheManifest
+from bert.data.pretraining_data import (
     IGNORE_INDEX,
     InstanceOptions,
     PretrainingDataset,

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from bert.archive import UnsafeArchiveError, safe_extract
+from bert.io.archive import UnsafeArchiveError, safe_extract
 from reliability_helpers import FAULT, assert_one_clear_error, assert_stage_failed, changed, slow_server, snapshot, tally
 from test_archive import make_tar, make_zip, tar_link
 
@@ -115,7 +115,7 @@ CLI_CASES = ["zip ../", "zip absolute path", "zip symlink then write through it"
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_convert_tf_checkpoint_refuses(tmp_path, capsys, case):
     """``bert convert-tf-checkpoint ARCHIVE OUT`` extracts beside OUT: refused there, the temp folder gone."""
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(FAULT, f"hostile archive, bert convert-tf-checkpoint: {case}") as rec:
         root = _scene(tmp_path)
@@ -134,7 +134,7 @@ HUB_PATH = "/2018_10_18/uncased_L-12_H-768_A-12.zip"  # bert-base-uncased under 
 @pytest.mark.parametrize("case", ["zip a/b/../../../", "tar hardlink out", "zip bomb (20 MiB of zeros)"])
 def test_bert_download_refuses(tmp_path, capsys, monkeypatch, case):
     """``bert download bert-base-uncased`` from a mirror serving a hostile archive (a tar under a .zip name too)."""
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(FAULT, f"hostile archive, bert download: {case}") as rec:
         root = _scene(tmp_path)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bert.weights import load_state_dict_file
+from bert.model.weights import load_state_dict_file
 from reliability_helpers import (BAD_INPUT, REPO, assert_one_clear_error, assert_stage_failed, finetune_args,
                                  finetune_inputs, make_tiny_model, run_python, snapshot, tally)
 
@@ -90,7 +90,7 @@ def _hostile_model(folder, tiny_model, marker):
 
 def test_hostile_pickle_through_the_commands(tmp_path, tiny_model, caplog, capsys):
     """bert extract-features, bert export-tf-checkpoint and stages.convert all refuse it, in one line."""
-    from bert.cli import main
+    from bert.cli.commands import main
     from stages import convert
 
     with tally(BAD_INPUT, "hostile pytorch_model.bin through bert extract-features / export / stages.convert"):
@@ -163,7 +163,7 @@ DAMAGED = {  # case -> (bytes of model.safetensors from the good ones, fragments
 
 @pytest.mark.parametrize("case", sorted(DAMAGED))
 def test_damaged_safetensors(tmp_path, tiny_model, capsys, case):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"model.safetensors {case}"):
         model = shutil.copytree(tiny_model, tmp_path / "model")
@@ -239,7 +239,7 @@ def test_wrong_shapes_dtypes_and_configs(tmp_path, tiny_model, case):
 @pytest.fixture(scope="module")
 def tf_checkpoint(tmp_path_factory, tiny_model):
     pytest.importorskip("tensorflow")
-    from bert.convert import export_tf_checkpoint
+    from bert.formats.convert import export_tf_checkpoint
 
     return export_tf_checkpoint(tiny_model, tmp_path_factory.mktemp("tf") / "bert_model.ckpt")
 
@@ -268,7 +268,7 @@ TF_CASES = {
 
 @pytest.mark.parametrize("case", sorted(TF_CASES))
 def test_damaged_tf_checkpoint(tmp_path, tf_checkpoint, capsys, case):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"TF checkpoint: {case}"):
         folder = shutil.copytree(tf_checkpoint.parent, tmp_path / "google")

@@ -56,12 +56,12 @@ def _sha256(data: bytes) -> str:
 # ----------------------------------------------------------------------------------------------
 # Download.
 
-DOWNLOAD = ("import sys; from bert.download import download; "
+DOWNLOAD = ("import sys; from bert.io.download import download; "
             "download(sys.argv[1], sys.argv[2], sha256=sys.argv[3], progress=False)")
 
 
 def test_sigkill_during_download_then_resume(tmp_path):
-    from bert.download import download
+    from bert.io.download import download
 
     with tally(FAULT, "SIGKILL during a download; the rerun resumes") as rec:
         payload = os.urandom(3 << 20)  # 3 MiB at ~1 MiB/s

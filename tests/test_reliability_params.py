@@ -160,7 +160,7 @@ def sentences(tmp_path):
 
 @pytest.mark.parametrize("case, extra, status, fragments", FLAG_CASES, ids=[c[0] for c in FLAG_CASES])
 def test_extract_features_flags(tmp_path, capsys, minilm_dir, sentences, case, extra, status, fragments):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"bert extract-features: {case}"):
         out = tmp_path / "out.jsonl"
@@ -173,7 +173,7 @@ def test_extract_features_flags(tmp_path, capsys, minilm_dir, sentences, case, e
 
 @pytest.mark.parametrize("case", ["output is a folder", "output is the input"])
 def test_extract_features_never_destroys_what_is_at_its_output(tmp_path, capsys, minilm_dir, sentences, case):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"bert extract-features: {case}") as rec:
         folder = tmp_path / "results"
@@ -200,7 +200,7 @@ def test_extract_features_never_destroys_what_is_at_its_output(tmp_path, capsys,
 ], ids=["unknown model name", "no model name", "missing checkpoint", "unknown head", "zero labels",
         "missing model folder", "unknown command"])
 def test_other_commands(tmp_path, capsys, argv, status, fragments):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"bert {argv[0]}: {' '.join(argv[1:]) or 'no arguments'}"):
         rc = main([a.format(tmp=tmp_path) for a in argv])
@@ -228,7 +228,7 @@ def test_bert_command_line(tmp_path, minilm_dir):
 
 
 def test_atomic_write_never_replaces_a_folder_by_a_file(tmp_path):
-    from bert.fileio import atomic_write_text
+    from bert.io.fileio import atomic_write_text
 
     with tally(BAD_INPUT, "atomic_write_text onto an existing folder") as rec:
         (tmp_path / "results").mkdir()

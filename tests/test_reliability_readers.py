@@ -284,7 +284,7 @@ def test_pretraining_corpus_long_line(tmp_path, minilm_dir):
     ("empty-file", b"", ["in.txt", "no lines"]),
 ])
 def test_extract_features_input(tmp_path, capsys, minilm_dir, case, content, fragments):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"bert extract-features input: {case}"):
         _write(tmp_path / "in.txt", content)

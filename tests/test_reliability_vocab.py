@@ -74,7 +74,7 @@ EXTRACT_CASES = {
 
 @pytest.mark.parametrize("case", sorted(EXTRACT_CASES))
 def test_extract_features_refuses(tmp_path, capsys, minilm_dir, case):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"vocab.txt {case}: bert extract-features"):
         content, fragments = EXTRACT_CASES[case]
@@ -129,7 +129,7 @@ def test_tokenize_stage_without_special_tokens(tmp_path, caplog, raw_pair, minil
 
 
 def test_broken_tokenizer_config(tmp_path, capsys, minilm_dir):
-    from bert.cli import main
+    from bert.cli.commands import main
 
     with tally(BAD_INPUT, "tokenizer_config.json not JSON / do_lower_case not a bool: bert extract-features"):
         model = _model_with_vocab(tmp_path, minilm_dir, (minilm_dir / "vocab.txt").read_bytes())
@@ -147,7 +147,7 @@ def test_vocab_is_not_a_file(tmp_path, capsys, minilm_dir):
     shutil.copytree(minilm_dir, tmp_path / "model", ignore=shutil.ignore_patterns("vocab.txt"))
     (tmp_path / "model" / "vocab.txt").mkdir()
     with tally(BAD_INPUT, "vocab.txt is a folder: bert extract-features"):
-        from bert.cli import main
+        from bert.cli.commands import main
 
         (tmp_path / "in.txt").write_text("hello\n")
         rc = main(["extract-features", "-q", "--input-file", str(tmp_path / "in.txt"), "--output-file",

@@ -1,4 +1,4 @@
-"""bert.cache: ragged tensors round-trip exactly; dynamic padding changes no model output."""
+"""bert.data.cache: ragged tensors round-trip exactly; dynamic padding changes no model output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bert import BertForMultipleChoice, BertForSequenceClassification
-from bert.cache import CacheManifest, CachedFeatures, pad_collate, read_manifest, write_cache
+from bert.data.cache import CacheManifest, CachedFeatures, pad_collate, read_manifest, write_cache
 
 
 def _manifest(n, label_keys=("labels",), num_choices=0):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bert.cache import CachedFeatures
+from bert.data.cache import CachedFeatures
 from bert.tasks import glue, swag
 from bert.tokenization import BertTokenizer
 from stages import tokenize

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 from bert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel
-from bert.convert import HEADS, convert_tf_checkpoint, export_tf_checkpoint
-from bert.tf_checkpoint import (
+from bert.formats.convert import HEADS, convert_tf_checkpoint, export_tf_checkpoint
+from bert.formats.tf_checkpoint import (
     CheckpointMismatchError,
     load_tf_variables,
     detect_head,

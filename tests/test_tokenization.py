@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bert.fast_tokenization import FastWordpiece
+from bert.text.fast_tokenization import FastWordpiece
 from bert.tokenization import (
     BasicTokenizer,
     BertTokenizer,
@@ -210,7 +210,7 @@ def test_save_and_from_pretrained(tmp_path, tiny):
 
 
 def test_from_pretrained_name_goes_through_the_hub(monkeypatch, tmp_path, tiny):
-    import bert.hub
+    import bert.io.hub
 
     tiny.save_pretrained(tmp_path / "resolved")
     calls = []
@@ -219,7 +219,7 @@ def test_from_pretrained_name_goes_through_the_hub(monkeypatch, tmp_path, tiny):
         calls.append((name, cache_dir))
         return tmp_path / "resolved"
 
-    monkeypatch.setattr(bert.hub, "resolve_model_dir", fake_resolve)
+    monkeypatch.setattr(bert.io.hub, "resolve_model_dir", fake_resolve)
     tokenizer = BertTokenizer.from_pretrained("bert-tiny-test", cache_dir=tmp_path / "cache")
     assert calls == [("bert-tiny-test", tmp_path / "cache")] and tokenizer.vocab == tiny.vocab
 

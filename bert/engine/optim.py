@@ -1,7 +1,7 @@
 """The optimizer and learning-rate schedule of a run: BertAdam (as the seed), torch AdamW, or LAMB.
 
 BertAdam applies its schedule, weight decay and per-parameter gradient clipping itself, as
-pytorch-pretrained-bert did. AdamW and LAMB (large-batch pre-training, bert/lamb.py) get the same
+pytorch-pretrained-bert did. AdamW and LAMB (large-batch pre-training, bert/optim/lamb.py) get the same
 schedule through LambdaLR and the engine clips the global gradient norm. All skip decay on biases
 and LayerNorm weights.
 """
@@ -52,7 +52,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int) -> Opt
         return OptimizerBundle(opt, None, schedule_fn, 0.0)
     # eps 1e-6 as BertAdam and Google's AdamWeightDecayOptimizer; the groups carry their decay.
     if cfg.optimizer == "lamb":
-        from bert.lamb import Lamb
+        from bert.optim.lamb import Lamb
 
         opt: torch.optim.Optimizer = Lamb(groups, lr=cfg.learning_rate, eps=1e-6,
                                           weight_decay=cfg.weight_decay)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from bert.fileio import atomic_write_text
+from bert.io.fileio import atomic_write_text
 from bert.tokenization import truncate_seq_pair
 from bert.tasks.records import DataFormatError, InputExample, InputFeatures, Tokenizer, read_utf8
 

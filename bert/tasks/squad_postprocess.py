@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from bert.fileio import atomic_write_text
+from bert.io.fileio import atomic_write_text
 from bert.tasks.records import SquadExample, SquadFeatures, SquadResult
 from bert.tokenization import BasicTokenizer
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from bert.fileio import atomic_write_text
+from bert.io.fileio import atomic_write_text
 
 # Names accepted for `hidden_act` (a callable is accepted too, as in the original).
 # "gelu" is the exact erf form (HF, pytorch-pretrained-bert);

@@ -1,6 +1,6 @@
 """Whole conversions between Google's TensorFlow checkpoints and model folders (what
 ``bert convert-tf-checkpoint`` / ``export-tf-checkpoint`` and the hub run); the name map and the
-checkpoint reading and writing are in bert.tf_checkpoint.
+checkpoint reading and writing are in bert.formats.tf_checkpoint.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from bert import modeling
-from bert.config import BertConfig
-from bert.fileio import atomic_path
-from bert.tf_checkpoint import (
+from bert.model.config import BertConfig
+from bert.io.fileio import atomic_path
+from bert.formats.tf_checkpoint import (
     CHECKPOINT_NAME,
     GOOGLE_CONFIG_FIELDS,
     GOOGLE_CONFIG_NAME,
@@ -29,7 +29,7 @@ from bert.tf_checkpoint import (
     state_dict_to_tf,
     write_tf_checkpoint,
 )
-from bert.weights import load_state_dict_file
+from bert.model.weights import load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def opened_checkpoint(path: str | os.PathLike, work_dir: str | os.PathLike | Non
     system's, for the duration)."""
     path = Path(path)
     if path.is_file() and path.suffix in (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"):
-        from bert.archive import safe_extract
+        from bert.io.archive import safe_extract
 
         if work_dir is not None:
             Path(work_dir).mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def export_tf_checkpoint(model_dir: str | os.PathLike, out_prefix: str | os.Path
     Returns:
         The prefix.
     """
-    from bert.weights import CONFIG_NAMES, WEIGHTS_NAMES, find_file
+    from bert.model.weights import CONFIG_NAMES, WEIGHTS_NAMES, find_file
 
     model_dir, out_prefix = Path(model_dir), Path(out_prefix)
     if not model_dir.is_dir():

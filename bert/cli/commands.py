@@ -21,7 +21,7 @@ logger = logging.getLogger("bert")
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from bert.convert import convert_tf_checkpoint
+    from bert.formats.convert import convert_tf_checkpoint
 
     if len(args.paths) not in (1, 2):
         raise ValueError("expected TF_CHECKPOINT [BERT_CONFIG] OUT_DIR")
@@ -34,15 +34,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bert.hub import resolve_model_dir
-    from bert.convert import export_tf_checkpoint
+    from bert.io.hub import resolve_model_dir
+    from bert.formats.convert import export_tf_checkpoint
 
     print(export_tf_checkpoint(resolve_model_dir(args.model, args.cache_dir), args.out_prefix))
     return 0
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from bert.extract_features import extract_features
+    from bert.cli.extract_features import extract_features
 
     extract_features(args.input_file, args.output_file, args.model, layers=args.layers,
                      max_seq_length=args.max_seq_length, batch_size=args.batch_size,
@@ -52,7 +52,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from bert import hub
+    from bert.io import hub
 
     if args.list:
         for name in hub.known_names():
@@ -78,7 +78,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bert.convert import HEADS
+    from bert.formats.convert import HEADS
 
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a flag given before the subcommand is not reset by the subparser's default.

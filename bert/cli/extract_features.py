@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from bert.fileio import atomic_path
+from bert.io.fileio import atomic_path
 from bert.modeling import BertModel
 from bert.tokenization import BertTokenizer, truncate_seq_pair
 
@@ -159,7 +159,7 @@ def extract_features(input_file: str | os.PathLike, output_file: str | os.PathLi
     Args:
         input_file: text, one sentence or ``A ||| B`` pair per line.
         output_file: JSON lines (written under a temp name, then renamed).
-        model_name_or_path: a model folder or name (see bert.hub.resolve_model_dir).
+        model_name_or_path: a model folder or name (see bert.io.hub.resolve_model_dir).
         layers: comma-separated layer indexes, negative from the top.
         max_seq_length: tokens per example, special tokens included.
         batch_size: examples per forward pass.

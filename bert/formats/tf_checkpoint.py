@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from bert.weights import IGNORED_KEYS, TIED_KEYS, normalize_key
+from bert.model.weights import IGNORED_KEYS, TIED_KEYS, normalize_key
 
 logger = logging.getLogger(__name__)
 

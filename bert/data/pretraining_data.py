@@ -15,7 +15,7 @@ one ``random.Random(seed)`` in exactly the original's order, so a seed gives the
     # masked_lm_labels:   -1   -1  -1   sat  -1  -1  -1   -1   -1  -1  -1    -1   (ids; -1: not predicted)
     # next_sentence_label: 0 (B is A's actual next; 1: B is a random span of another document)
 
-Features are stored in bert.cache's folder format (see ``write_pretraining_cache``).
+Features are stored in bert.data.cache's folder format (see ``write_pretraining_cache``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterable, MutableSequence, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from bert.cache import MANIFEST, TENSORS, CachedFeatures, CacheManifest, pad_collate
-from bert.fileio import atomic_path
+from bert.data.cache import MANIFEST, TENSORS, CachedFeatures, CacheManifest, pad_collate
+from bert.io.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -294,14 +294,14 @@ def truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_num_tokens: 
 
 
 # ----------------------------------------------------------------------------------------------
-# Features: bert.cache's folder format plus one flat per-position label tensor
+# Features: bert.data.cache's folder format plus one flat per-position label tensor
 #
 #   features.safetensors  input_ids (int32), token_type_ids (uint8), offsets (int64, rows + 1),
 #                         masked_lm_labels (int32, flat like input_ids: -1 where nothing is predicted),
 #                         next_sentence_label (int64, one per instance)
 #   manifest.json         a CacheManifest: label_keys ("next_sentence_label",), extra["sequence_label_keys"]
 #
-# bert.cache.CachedFeatures reads such a folder too (without the masked LM labels).
+# bert.data.cache.CachedFeatures reads such a folder too (without the masked LM labels).
 
 
 @dataclass
@@ -332,7 +332,7 @@ def instance_to_feature(instance: TrainingInstance, vocab: dict[str, int]) -> Pr
 
 def write_pretraining_cache(folder: str | os.PathLike, features: Sequence[PretrainingFeature],
                             manifest: CacheManifest) -> Path:
-    """Write features in bert.cache's folder format, atomically (a temp folder renamed into place).
+    """Write features in bert.data.cache's folder format, atomically (a temp folder renamed into place).
 
     Args:
         folder: the split's folder.

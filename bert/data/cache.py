@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bert.fileio import atomic_path
+from bert.io.fileio import atomic_path
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -21,11 +21,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from bert.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
-from bert.download import ChecksumError, DownloadError, download, file_lock
-from bert.fileio import atomic_path, atomic_write_text
-from bert.convert import convert_tf_checkpoint, locate_google_checkpoint
-from bert.releases import (  # noqa: F401 (re-exported: the hub's names)
+from bert.io.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
+from bert.io.download import ChecksumError, DownloadError, download, file_lock
+from bert.io.fileio import atomic_path, atomic_write_text
+from bert.formats.convert import convert_tf_checkpoint, locate_google_checkpoint
+from bert.io.releases import (  # noqa: F401 (re-exported: the hub's names)
     ALIASES,
     CACHE_ENV,
     DEFAULT_MIRROR,
@@ -39,7 +39,7 @@ from bert.releases import (  # noqa: F401 (re-exported: the hub's names)
     known_names,
     mirror,
 )
-from bert.tf_checkpoint import MissingTensorFlowError
+from bert.formats.tf_checkpoint import MissingTensorFlowError
 
 logger = logging.getLogger(__name__)
 

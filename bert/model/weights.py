@@ -23,10 +23,10 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor
 
-from bert.config import DEFAULTS as CONFIG_DEFAULTS
-from bert.config import BertConfig, read_json_object
-from bert.fileio import atomic_path, atomic_write_text
-from bert.safeload import first_line, torch_load_weights_only
+from bert.model.config import DEFAULTS as CONFIG_DEFAULTS
+from bert.model.config import BertConfig, read_json_object
+from bert.io.fileio import atomic_path, atomic_write_text
+from bert.formats.safeload import first_line, torch_load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike, cache_dir: str | os.PathL
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    from bert import hub  # lazy: loading a local folder needs no network code
+    from bert.io import hub  # lazy: loading a local folder needs no network code
 
     return Path(hub.resolve_model_dir(str(name_or_path), cache_dir=cache_dir))
 
@@ -210,7 +210,7 @@ def opened_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike |
     if not (path.is_file() and _is_archive(path)):
         yield resolve_model_dir(name, cache_dir)
         return
-    from bert.archive import safe_extract
+    from bert.io.archive import safe_extract
 
     with tempfile.TemporaryDirectory(prefix=".bert-model-") as tmp:
         safe_extract(path, tmp)
@@ -264,7 +264,7 @@ class PreTrainedBertMixin:
                 config = BertConfig.from_dict({**raw, **overrides})
                 kwargs = {**_saved_head_kwargs(cls, raw, inputs, kwargs), **kwargs}
             if from_tf:
-                from bert.tf_checkpoint import load_tf_weights_in_bert, tf_checkpoint_in_folder
+                from bert.formats.tf_checkpoint import load_tf_weights_in_bert, tf_checkpoint_in_folder
 
                 with _naming(config_file):
                     model = cls(config, *inputs, **kwargs)

@@ -1,6 +1,6 @@
 """Google's released BERT checkpoints: their shortcut names, where they are served, and the cache folder.
 
-Plain data and names, no I/O: bert.hub downloads and converts them; bert.modeling and bert.tokenization
+Plain data and names, no I/O: bert.io.hub downloads and converts them; bert.modeling and bert.tokenization
 publish them as pytorch-pretrained-bert's ``PRETRAINED_*_ARCHIVE_MAP`` names.
 """
 
@@ -91,6 +91,6 @@ def known_names() -> list[str]:
 
 
 def archive_map() -> dict[str, str]:
-    """Every release's shortcut name -> the URL of the archive bert.hub downloads for it (config, weights
+    """Every release's shortcut name -> the URL of the archive bert.io.hub downloads for it (config, weights
     and vocab in one zip: Google's release as it is)."""
     return {name: release.url for name, release in RELEASES.items()}

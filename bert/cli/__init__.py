@@ -1,0 +1,1 @@
+"""The ``bert`` command (bert.cli.commands) and the programs behind its subcommands."""

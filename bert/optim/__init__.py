@@ -1,0 +1,1 @@
+"""Optimizers beyond the public BertAdam/OpenAIAdam (bert/optimization.py): LAMB for large batches."""

@@ -1,0 +1,1 @@
+"""Tokenization beyond the public tokenizer (bert/tokenization.py): the fast corpus path."""
