@@ -7,8 +7,7 @@ Names are imported on first use, so ``import bert`` (and ``bert --help``) does n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bert._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -36,15 +35,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'bert' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,60 +1,56 @@
 """BERT in PyTorch, op for op with Google's TensorFlow model, readable top to bottom.
 
-Module and parameter names follow the TF checkpoint (``LayerNorm``, ``query``, ``dense``, ...) so that
-conversion is a plain name map and saved weights load in other BERT implementations.
-
-    input_ids ─► BertEmbeddings ─► BertLayer x N ─► encoded_layers ─► BertPooler ─► pooled_output
+    input_ids ─► BertEmbeddings ─► BertLayer x L ─► encoded_layers ─► BertPooler ─► pooled_output
                 (word+pos+type,    (self-attention, feed-forward,        (tanh(dense([CLS])))
                  LayerNorm)         each followed by residual+LayerNorm)
+
+Notation in the shape comments: B batch, T sequence length, H hidden size, A attention heads, D head size
+(H = A * D), I intermediate size, V vocabulary size, C choices, N tokens computed when padding is skipped.
+
+Names follow the TF checkpoint (``LayerNorm``, ``query``, ...): conversion is a plain name map. A block's
+``attention_mask`` is the original's extended mask or our EncoderPlan (bert/model/plan.py), which also lets
+the dense layers run on real tokens only ([N, H] instead of [B, T, H]).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bert.model.config import BertConfig
 from bert.file_utils import CONFIG_NAME, WEIGHTS_NAME, cached_path  # noqa: F401 (the original's names here)
-from bert.io.releases import archive_map
 from bert.formats.tf_checkpoint import load_tf_weights_in_bert  # noqa: F401
-from bert.model.weights import BERT_CONFIG_NAME, TF_WEIGHTS_NAME, PreTrainedBertMixin  # noqa: F401
-
+from bert.io.releases import archive_map
+from bert.model.activations import ACT2FN, activation, gelu, swish  # noqa: F401 (the original's names here)
+from bert.model.config import BertConfig
+from bert.model.dropout import Dropout
+from bert.model.losses import cross_entropy, masked_lm_loss, may_skip_padding
+from bert.model.outputs import (
+    BertModelOutput,
+    BertModelOutputWithAttentions,
+    PreTrainingLogits,
+    QuestionAnsweringLogits,
+)
+from bert.model.plan import (
+    IGNORED_LABELS,
+    EncoderPlan,
+    Packing,
+    as_plan,
+    check_inputs,
+    make_plan,
+)
+from bert.model.pretrained import PreTrainedBertMixin
+from bert.model.weights import BERT_CONFIG_NAME, TF_WEIGHTS_NAME  # noqa: F401 (the original's names here)
 
 logger = logging.getLogger(__name__)
 
-# Every shortcut name -> the archive bert.io.hub downloads for it (pytorch-pretrained-bert's name; its S3
-# addresses are gone, so these are Google's release archives, which from_pretrained converts once).
-PRETRAINED_MODEL_ARCHIVE_MAP = archive_map()
+PRETRAINED_MODEL_ARCHIVE_MAP = archive_map()  # shortcut name -> the Google release archive bert.io.hub fetches
 
-
-def gelu(x: Tensor) -> Tensor:
-    """The exact GELU, x * Phi(x) with the erf form (HF, pytorch-pretrained-bert)."""
-    return F.gelu(x)
-
-
-def gelu_tanh(x: Tensor) -> Tensor:
-    """The tanh approximation of GELU that Google's TF BERT used from February 2019 on."""
-    return F.gelu(x, approximate="tanh")
-
-
-def swish(x: Tensor) -> Tensor:
-    """x * sigmoid(x) (SiLU)."""
-    return F.silu(x)
-
-
-ACT2FN = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
-          "relu": F.relu, "silu": swish, "swish": swish}
-
-
-def activation(hidden_act) -> Callable[[Tensor], Tensor]:
-    """The function for a config's hidden_act: a name in ACT2FN, or the function itself (as the original)."""
-    return ACT2FN[hidden_act] if isinstance(hidden_act, str) else hidden_act
+Mask = Union[Tensor, EncoderPlan, None]  # a block's attention_mask: the original's [B, 1, 1, T], or our plan
 
 
 class BertLayerNorm(nn.LayerNorm):
@@ -66,109 +62,6 @@ class BertLayerNorm(nn.LayerNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x)
-
-
-class BertModelOutput(NamedTuple):
-    """What BertModel returns: all layers (or the last one) and the pooled [CLS] vector."""
-
-    encoded_layers: list[Tensor] | Tensor
-    pooled_output: Tensor
-
-
-class BertModelOutputWithAttentions(NamedTuple):
-    encoded_layers: list[Tensor] | Tensor
-    pooled_output: Tensor
-    attentions: list[Tensor]  # one [batch, heads, seq, seq] tensor per layer
-
-
-class QuestionAnsweringLogits(NamedTuple):
-    start_logits: Tensor
-    end_logits: Tensor
-
-
-class PreTrainingLogits(NamedTuple):
-    prediction_scores: Tensor
-    seq_relationship_score: Tensor
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
-def check_inputs(config: BertConfig, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> None:
-    """Reject inputs that would otherwise fail deep inside an embedding lookup."""
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be [batch, seq_len], got shape {tuple(input_ids.shape)}")
-    if _tracing():
-        return  # value checks would be frozen into the trace or break the compiled graph
-    if input_ids.shape[1] > config.max_position_embeddings:
-        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
-                         f"({config.max_position_embeddings}): truncate the input")
-    for ids, size, what in ((input_ids, config.vocab_size, "input_ids contains id {}, outside the vocabulary"),
-                            (token_type_ids, config.type_vocab_size, "token_type_ids contains {}, outside")):
-        if ids is not None and ids.numel():
-            low, high = int(ids.min()), int(ids.max())
-            if low < 0 or high >= size:
-                suffix = " (type_vocab_size)" if ids is token_type_ids else ""
-                raise ValueError(what.format(low if low < 0 else high) + f" [0, {size}){suffix}")
-
-
-def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> Tensor:
-    """A CPU dropout mask, 0 (probability round(p * 65536) / 65536) or 1 / (1 - p), 5-10x faster than torch's
-    bernoulli_: 16-bit integers from numpy's PCG64, seeded from torch's generator (manual_seed decides)."""
-    n, rng = math.prod(shape), np.random.PCG64(int(torch.randint(2**62, ())))
-    bits = torch.from_numpy(rng.random_raw(-(-n // 4)).view(np.int16)[:n])  # 4 x 16 bits per 64-bit draw
-    keep = torch.empty(shape, dtype=dtype)
-    torch.ge(bits.view(shape), round(p * 65536) - 32768, out=keep)
-    return keep.mul_(1.0 / (1.0 - p))
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout, with dropout_mask's faster mask in eager CPU training."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu" or _tracing():
-            return super().forward(x)
-        return x * dropout_mask(x.shape, self.p, x.dtype)
-
-
-class EncoderPlan(NamedTuple):
-    """How the encoder runs on a batch; BertModel._plan builds it once per call and every block reads it
-    where the original reads the extended attention mask.
-
-    With `packed`, dense layers (projections, feed-forward, LayerNorm) run on the real tokens only, as a
-    [tokens, hidden] tensor: only attention needs the padded shape, and gets it through pad() / unpad().
-    """
-
-    # Which keys each query may attend to: bool [batch, 1, 1, seq] (True: attend), or the original's
-    # additive float mask (0 or -10000) when a block is called with one; None: every key.
-    key_mask: Optional[Tensor]
-    packed: Optional[Tensor] = None  # [tokens] flat positions (row-major) of the computed tokens; None: all
-    first: Optional[Tensor] = None  # [batch] row in [tokens] of each sequence's first token ([CLS])
-    shape: tuple[int, int] = (0, 0)  # (batch, seq)
-    attentions: Optional[list] = None  # when a list: each layer appends its [batch, heads, seq, seq] probs
-    first_only: bool = False  # queries from each sequence's first token only (the last layer of pooled())
-
-    def pad(self, x: Tensor) -> Tensor:
-        """Packed [tokens, d] -> [batch, seq, d] with zeros at positions not computed (as is if padded)."""
-        if self.packed is None:
-            return x
-        flat = x.new_zeros(self.shape[0] * self.shape[1], x.shape[-1]).index_copy_(0, self.packed, x)  # no clone
-        return flat.view(*self.shape, -1)
-
-    def unpad(self, x: Tensor) -> Tensor:
-        """[batch, seq, d] -> packed [tokens, d] (as is if padded)."""
-        return x if self.packed is None else x.flatten(0, 1).index_select(0, self.packed)
-
-    def first_tokens(self, x: Tensor) -> Tensor:
-        """The first token of every sequence as [batch, 1, d], from padded or packed hidden states."""
-        return x[:, :1] if self.packed is None else x.index_select(0, self.first).unsqueeze(1)
-
-
-def as_plan(attention_mask: Union[Tensor, EncoderPlan, None]) -> EncoderPlan:
-    """A block's mask argument as a plan: ours as it is, or the original's extended additive mask
-    ([batch, 1, 1, seq], 0 where attended and -10000 elsewhere), which is added to the scores."""
-    return attention_mask if isinstance(attention_mask, EncoderPlan) else EncoderPlan(attention_mask)
 
 
 class BertEmbeddings(nn.Module):
@@ -185,14 +78,14 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
                 plan: Optional[EncoderPlan] = None) -> Tensor:
-        """[batch, seq] ids -> [batch, seq, hidden], or [tokens, hidden] when the plan packs them."""
+        """[B, T] ids -> [B, T, H], or [N, H] when the plan packs them."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if plan is None or plan.packed is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)  # [T]
         else:
-            position_ids = plan.packed % input_ids.shape[1]
-            input_ids = input_ids.reshape(-1).index_select(0, plan.packed)
+            position_ids = plan.packed % input_ids.shape[1]  # [N]
+            input_ids = input_ids.reshape(-1).index_select(0, plan.packed)  # [B, T] -> [N]
             token_type_ids = token_type_ids.reshape(-1).index_select(0, plan.packed)
         embeddings = (
             self.word_embeddings(input_ids)
@@ -216,50 +109,47 @@ class BertSelfAttention(nn.Module):
         self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def transpose_for_scores(self, x: Tensor) -> Tensor:
-        """[batch, seq, hidden] -> [batch, heads, seq, head_size]."""
+        """[B, T, H] -> [B, A, T, D]."""
         return self._heads(x, 1)[0]
 
     def _heads(self, x: Tensor, parts: int) -> tuple[Tensor, ...]:
-        # [batch, seq, parts * hidden] -> parts x [batch, heads, seq, head_size]
         x = x.view(x.shape[0], x.shape[1], parts, self.num_attention_heads, self.attention_head_size)
-        return x.permute(2, 0, 3, 1, 4).unbind(0)
+        return x.permute(2, 0, 3, 1, 4).unbind(0)  # [B, T, parts * H] -> parts x [B, A, T, D]
 
-    def forward(self, hidden_states: Tensor, attention_mask: Union[Tensor, EncoderPlan, None]) -> Tensor:
-        """hidden_states: [batch, seq, hidden], or [tokens, hidden] when the plan packs them.
-        Returns the context shaped as hidden_states ([batch, 1, hidden] if the plan's first_only).
-        """
+    def forward(self, hidden_states: Tensor, attention_mask: Mask) -> Tensor:
+        """hidden_states [B, T, H], or [N, H] when the plan packs them -> the context, shaped alike
+        ([B, 1, H] for the plan's first_only)."""
         plan = as_plan(attention_mask)
         # One matmul for the three projections: the parameters stay query/key/value (checkpoint names).
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # [3H, H]
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         hidden = self.query.weight.shape[0]
         if plan.first_only:
             k, v = self._heads(plan.pad(F.linear(hidden_states, weight[hidden:], bias[hidden:])), 2)
             (q,) = self._heads(F.linear(plan.first_tokens(hidden_states), weight[:hidden], bias[:hidden]), 1)
         else:
-            q, k, v = self._heads(plan.pad(F.linear(hidden_states, weight, bias)), 3)
+            q, k, v = self._heads(plan.pad(F.linear(hidden_states, weight, bias)), 3)  # 3 x [B, A, T, D]
         key_mask, dropout = plan.key_mask, self.dropout_prob if self.training else 0.0
         if plan.attentions is not None or (dropout > 0 and q.device.type == "cpu"):
             # The explicit path when the probabilities are wanted, or dropped out on the CPU (where
             # SDPA's dropout takes its slow math path).
-            scores = (q / math.sqrt(self.attention_head_size)) @ k.transpose(-1, -2)  # [batch, heads, seq, seq]
+            scores = (q / math.sqrt(self.attention_head_size)) @ k.transpose(-1, -2)  # [B, A, T, T]
             if key_mask is not None and key_mask.dtype == torch.bool:
                 scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
             elif key_mask is not None:
                 scores = scores + key_mask
             probs = scores.softmax(dim=-1)
-            context = self.dropout(probs) @ v
+            context = self.dropout(probs) @ v  # [B, A, T, D]
             if plan.attentions is not None:
                 plan.attentions.append(probs)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout)
-        context = context.transpose(1, 2).flatten(2)  # [batch, heads, seq, head_size] -> [batch, seq, hidden]
+        context = context.transpose(1, 2).flatten(2)  # [B, A, T, D] -> [B, T, H]
         return context if plan.first_only else plan.unpad(context)
 
 
 class BertSelfOutput(nn.Module):
-    """Projection back to hidden_size, dropout, residual, LayerNorm: closes the attention block (and,
-    as BertOutput, the feed-forward block)."""
+    """Projection back to H, dropout, residual, LayerNorm: ends the attention (and, as BertOutput, the FFN) block."""
 
     def __init__(self, config: BertConfig, in_features: Optional[int] = None):
         super().__init__()
@@ -277,7 +167,7 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, input_tensor: Tensor, attention_mask: Union[Tensor, EncoderPlan, None]) -> Tensor:
+    def forward(self, input_tensor: Tensor, attention_mask: Mask) -> Tensor:
         plan = as_plan(attention_mask)
         context = self.self(input_tensor, plan)
         residual = plan.first_tokens(input_tensor) if plan.first_only else input_tensor
@@ -291,7 +181,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = activation(config.hidden_act)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
+        return self.intermediate_act_fn(self.dense(hidden_states))  # [..., H] -> [..., I]
 
 
 class BertOutput(BertSelfOutput):
@@ -306,7 +196,7 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states: Tensor, attention_mask: Union[Tensor, EncoderPlan, None]) -> Tensor:
+    def forward(self, hidden_states: Tensor, attention_mask: Mask) -> Tensor:
         attention_output = self.attention(hidden_states, attention_mask)
         return self.output(self.intermediate(attention_output), attention_output)
 
@@ -316,8 +206,8 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden_states: Tensor, attention_mask: Union[Tensor, EncoderPlan, None],
-                output_all_encoded_layers: bool = True) -> list[Tensor]:
+    def forward(self, hidden_states: Tensor, attention_mask: Mask, output_all_encoded_layers: bool = True
+                ) -> list[Tensor]:
         """Every layer's output (or the last one's, in a list); with the plan's first_only, the last
         layer's is the first tokens' only."""
         plan = as_plan(attention_mask)
@@ -331,7 +221,7 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """tanh(dense(hidden state of the first token, [CLS]))."""
+    """tanh(dense(hidden state of the first token, [CLS])): [B, T, H] -> [B, H]."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -343,7 +233,8 @@ class BertPooler(nn.Module):
 
 
 class BertPreTrainedModel(PreTrainedBertMixin, nn.Module):
-    """Base of every model: holds the config, initialises weights as the original, loads and saves."""
+    """Base of every model: holds the config, loads and saves, and initialises the weights as the original,
+    once, when the outermost model's constructor returns (see PreTrainedBertMixin.__init_subclass__)."""
 
     def __init__(self, config: BertConfig, *inputs, **kwargs):
         super().__init__()
@@ -366,11 +257,11 @@ class BertPreTrainedModel(PreTrainedBertMixin, nn.Module):
 
 
 class BertModel(BertPreTrainedModel):
-    """The BERT encoder: embeddings, N transformer layers and the pooler.
+    """The BERT encoder: embeddings, L transformer layers and the pooler.
 
-    Returns ``(encoded_layers, pooled_output)``: a list with every layer's [batch, seq, hidden] output
-    when output_all_encoded_layers (the default, as pytorch-pretrained-bert), else the last layer only;
-    with output_attentions, a third field holds each layer's attention probabilities.
+    Returns ``(encoded_layers, pooled_output)``: a list with every layer's [B, T, H] output when
+    output_all_encoded_layers (the default, as pytorch-pretrained-bert), else the last layer only; with
+    output_attentions, a third field holds each layer's attention probabilities.
 
     A row whose attention mask is all zeros attends to every position, as the original's additive mask
     makes it do (its -10000 shifts every score of the row alike).
@@ -381,55 +272,32 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config)
-        self.apply(self.init_bert_weights)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
                 attention_mask: Optional[Tensor] = None, output_all_encoded_layers: bool = True,
-                output_attentions: bool = False, skip_padding: bool = False):
-        """Encode a batch of [batch, seq] ids (token types default to 0, the mask to 1).
-
-        skip_padding computes real tokens only (and each sequence's first): faster, with zeros at padded
-        positions instead of the padded computation's values there. No real token attends to padding,
-        so their outputs and the pooled output do not change.
-        """
-        token_type_ids, plan = self._plan(input_ids, token_type_ids, attention_mask,
-                                          skip_padding and not output_attentions, output_attentions)
+                output_attentions: bool = False, skip_padding: bool = False, packing: Optional[Packing] = None):
+        """Encode [B, T] ids (token types default to 0, the mask to 1). skip_padding computes real tokens only:
+        faster, with zeros at padded positions (no real token attends to them, so the others do not change).
+        `packing` (from the data loader) says where they are; without it CPU batches are packed here and
+        others run padded (bert/model/plan.py)."""
+        check_inputs(self.config, input_ids, token_type_ids)
+        plan = make_plan(input_ids, attention_mask, packing, skip_padding, output_attentions)
         layers = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan, output_all_encoded_layers)
         pooled_output = self.pooler(plan.first_tokens(layers[-1]))
-        layers = [plan.pad(h) for h in layers]
+        layers = [plan.pad(h) for h in layers]  # [N, H] -> [B, T, H]
         encoded = layers if output_all_encoded_layers else layers[-1]
         if output_attentions:
             return BertModelOutputWithAttentions(encoded, pooled_output, plan.attentions)
         return BertModelOutput(encoded, pooled_output)
 
     def pooled(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
-               attention_mask: Optional[Tensor] = None) -> Tensor:
-        """Only the pooled output [batch, hidden], with the least work: real tokens only, and in the last
-        layer only each sequence's first token (the one the pooler reads). Same values as forward's."""
-        token_type_ids, plan = self._plan(input_ids, token_type_ids, attention_mask, True, False, True)
-        layers = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan, False)
-        return self.pooler(layers[-1])
-
-    def _plan(self, input_ids, token_type_ids, attention_mask, skip_padding: bool, output_attentions: bool,
-              first_only: bool = False) -> tuple[Tensor, EncoderPlan]:
-        """Check the inputs; return token_type_ids (zeros by default) and the plan of the encoder."""
+               attention_mask: Optional[Tensor] = None, packing: Optional[Packing] = None) -> Tensor:
+        """Only the pooled output [B, H], with the least work: real tokens only, and in the last layer only
+        each sequence's first token (the one the pooler reads). Same values as forward's."""
         check_inputs(self.config, input_ids, token_type_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        keep = None if attention_mask is None else attention_mask != 0  # [batch, seq]
-        if keep is not None:
-            keep = keep | ~keep.any(dim=1, keepdim=True)  # an all-zero row attends everywhere (see class doc)
-        # [batch, seq] -> bool [batch, 1, 1, seq]: which keys each query may attend to.
-        plan = EncoderPlan(None if keep is None else keep[:, None, None, :], shape=tuple(input_ids.shape),
-                           attentions=[] if output_attentions else None, first_only=first_only)
-        # Packing has data-dependent shapes: a trace or a compiled graph keeps the padded computation.
-        if keep is None or not skip_padding or _tracing() or bool(keep.all()):
-            return token_type_ids, plan
-        keep = keep.clone()
-        keep[:, 0] = True  # the pooler reads position 0 even where it is padding
-        counts = keep.sum(dim=1)  # rows before each sequence in the packed tensor: where its first token is
-        plan = plan._replace(packed=keep.view(-1).nonzero().squeeze(1), first=counts.cumsum(0) - counts)
-        return token_type_ids, plan
+        plan = make_plan(input_ids, attention_mask, packing, True, False, first_only=True)
+        layers = self.encoder(self.embeddings(input_ids, token_type_ids, plan), plan, False)
+        return self.pooler(layers[-1])  # [B, 1, H] -> [B, H]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,7 +317,7 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
-    """Masked-LM scores; the decoder weight is the word embedding matrix (tied), the bias its own."""
+    """Masked-LM scores [..., V]; the decoder weight is the word embedding matrix (tied), the bias its own."""
 
     def __init__(self, config: BertConfig, bert_model_embedding_weights: nn.Parameter):
         super().__init__()
@@ -491,52 +359,29 @@ class BertPreTrainingHeads(nn.Module):
         return self.predictions(sequence_output), self.seq_relationship(pooled_output)
 
 
-def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy ignoring label -1 (the original's convention) and -100 (HF's)."""
-    labels = labels.masked_fill(labels == -100, -1)
-    return F.cross_entropy(logits.float(), labels, ignore_index=-1)
-
-
-def _masked_lm_loss(predictions: nn.Module, sequence_output: Tensor, labels: Tensor) -> Tensor:
-    """The masked-LM loss; the vocabulary projection runs on the labelled positions only."""
-    labels = labels.reshape(-1)
-    if _tracing():  # no data-dependent shapes in a trace
-        return _cross_entropy(predictions(sequence_output).flatten(0, -2), labels)
-    picked = ((labels != -1) & (labels != -100)).nonzero().squeeze(1)
-    hidden = sequence_output.flatten(0, -2).index_select(0, picked)
-    return F.cross_entropy(predictions(hidden).float(), labels.index_select(0, picked))
-
-
-def _skip_padding(attention_mask: Optional[Tensor], labels: Optional[Tensor]) -> bool:
-    """Whether a loss may skip padding: no label (other than -1/-100) sits on a padded position."""
-    if attention_mask is None or labels is None or _tracing():
-        return not _tracing()
-    return not bool(((labels != -1) & (labels != -100) & (attention_mask == 0)).any())
-
-
 class BertForPreTraining(BertPreTrainedModel):
     """Masked LM + next sentence prediction.
 
     With both labels: the sum of the two losses. Otherwise (none, or only one of them, as the original):
-    the logits, (prediction_scores [batch, seq, vocab], seq_relationship_score [batch, 2]).
+    the logits, (prediction_scores [B, T, V], seq_relationship_score [B, 2]).
     """
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config, self.bert.embeddings.word_embeddings.weight)
-        self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None,
-                masked_lm_labels=None, next_sentence_label=None):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None,
+                next_sentence_label=None, packing: Optional[Packing] = None):
         if masked_lm_labels is None or next_sentence_label is None:
             sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False)
             return PreTrainingLogits(*self.cls(sequence_output, pooled_output))
+        skip = may_skip_padding(attention_mask, masked_lm_labels, packing)
         sequence_output, pooled_output = self.bert(input_ids, token_type_ids, attention_mask, False,
-                                                   skip_padding=_skip_padding(attention_mask, masked_lm_labels))
-        masked_lm_loss = _masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels)
+                                                   skip_padding=skip, packing=packing)
+        mlm_loss = masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels, packing)
         seq_relationship_score = self.cls.seq_relationship(pooled_output)
-        return masked_lm_loss + _cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
+        return mlm_loss + cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -544,15 +389,16 @@ class BertForMaskedLM(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config)
         self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings.weight)
-        self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None,
+                packing: Optional[Packing] = None):
         # Logits alone keep the padded computation's values everywhere; the loss may skip padding.
-        skip = masked_lm_labels is not None and _skip_padding(attention_mask, masked_lm_labels)
-        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip)
+        skip = masked_lm_labels is not None and may_skip_padding(attention_mask, masked_lm_labels, packing)
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip,
+                                       packing=packing if skip else None)
         if masked_lm_labels is None:
-            return self.cls(sequence_output)
-        return _masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels)
+            return self.cls(sequence_output)  # [B, T, V]
+        return masked_lm_loss(self.cls.predictions, sequence_output, masked_lm_labels, packing)
 
 
 class BertForNextSentencePrediction(BertPreTrainedModel):
@@ -560,14 +406,14 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config)
         self.cls = BertOnlyNSPHead(config)
-        self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None):
-        pooled_output = self.bert.pooled(input_ids, token_type_ids, attention_mask)
-        seq_relationship_score = self.cls(pooled_output)
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None,
+                packing: Optional[Packing] = None):
+        pooled_output = self.bert.pooled(input_ids, token_type_ids, attention_mask, packing)
+        seq_relationship_score = self.cls(pooled_output)  # [B, 2]
         if next_sentence_label is None:
             return seq_relationship_score
-        return _cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
+        return cross_entropy(seq_relationship_score.view(-1, 2), next_sentence_label.view(-1))
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
@@ -581,20 +427,20 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.bert = BertModel(config)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
-        self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        pooled_output = self.bert.pooled(input_ids, token_type_ids, attention_mask)
-        logits = self.classifier(self.dropout(pooled_output))
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                packing: Optional[Packing] = None):
+        pooled_output = self.bert.pooled(input_ids, token_type_ids, attention_mask, packing)
+        logits = self.classifier(self.dropout(pooled_output))  # [B, num_labels]
         if labels is None:
             return logits
         if self.num_labels == 1:
             return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
-        return _cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
 
 
 class BertForMultipleChoice(BertPreTrainedModel):
-    """Inputs [batch, num_choices, seq]; one score per choice from the pooled output."""
+    """Inputs [B, C, T]; one score per choice from the pooled output."""
 
     def __init__(self, config: BertConfig, num_choices: int = 4):
         super().__init__(config)
@@ -602,18 +448,18 @@ class BertForMultipleChoice(BertPreTrainedModel):
         self.bert = BertModel(config)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 1)
-        self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                packing: Optional[Packing] = None):
         if input_ids.dim() != 3:
             raise ValueError(f"input_ids must be [batch, num_choices, seq], got {tuple(input_ids.shape)}")
         num_choices = input_ids.shape[1]
-        flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731
-        pooled_output = self.bert.pooled(flat(input_ids), flat(token_type_ids), flat(attention_mask))
-        reshaped_logits = self.classifier(self.dropout(pooled_output)).view(-1, num_choices)
+        flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # noqa: E731  [B, C, T] -> [B * C, T]
+        pooled_output = self.bert.pooled(flat(input_ids), flat(token_type_ids), flat(attention_mask), packing)
+        reshaped_logits = self.classifier(self.dropout(pooled_output)).view(-1, num_choices)  # [B, C]
         if labels is None:
             return reshaped_logits
-        return _cross_entropy(reshaped_logits, labels.view(-1))
+        return cross_entropy(reshaped_logits, labels.view(-1))
 
 
 class BertForTokenClassification(BertPreTrainedModel):
@@ -625,18 +471,20 @@ class BertForTokenClassification(BertPreTrainedModel):
         self.bert = BertModel(config)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
-        self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
-        # The loss reads real tokens only; logits alone keep the padded computation's values everywhere.
-        skip = labels is not None and _skip_padding(None, labels)
-        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip)
-        logits = self.classifier(self.dropout(sequence_output))
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
+                packing: Optional[Packing] = None):
+        # The loss reads real tokens only (padding's labels are masked below), so it may skip padding;
+        # logits alone keep the padded computation's values everywhere.
+        skip = labels is not None
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip,
+                                       packing=packing if skip else None)
+        logits = self.classifier(self.dropout(sequence_output))  # [B, T, num_labels]
         if labels is None:
             return logits
         if attention_mask is not None:
-            labels = labels.masked_fill(attention_mask == 0, -1)
-        return _cross_entropy(logits.view(-1, self.num_labels), labels.reshape(-1))
+            labels = labels.masked_fill(attention_mask == 0, IGNORED_LABELS[0])
+        return cross_entropy(logits.view(-1, self.num_labels), labels.reshape(-1))
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
@@ -646,13 +494,12 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.apply(self.init_bert_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
-                start_positions=None, end_positions=None):
+                start_positions=None, end_positions=None, packing: Optional[Packing] = None):
         # No skip_padding: the original's softmax over positions includes the padded ones.
         sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False)
-        start_logits, end_logits = self.qa_outputs(sequence_output).split(1, dim=-1)
+        start_logits, end_logits = self.qa_outputs(sequence_output).split(1, dim=-1)  # 2 x [B, T, 1]
         start_logits, end_logits = start_logits.squeeze(-1), end_logits.squeeze(-1)
         if start_positions is None or end_positions is None:
             return QuestionAnsweringLogits(start_logits, end_logits)

@@ -602,7 +602,9 @@ class BertTokenizer:
             vocab_file, folder = path, path.parent
         else:
             if not path.is_dir():
-                from bert.io.hub import resolve_model_dir  # lazy: downloads are not a tokenizer concern
+                from bert.io.hub import (
+                    resolve_model_dir,  # lazy: downloads are not a tokenizer concern
+                )
 
                 path = Path(resolve_model_dir(name, cache_dir))
             vocab_file, folder = path / VOCAB_NAME, path

@@ -19,7 +19,8 @@ from typing import Optional
 
 from bert.io.download import sha256_of
 from bert.modeling import BertForPreTraining, BertModel
-from bert.model.weights import WEIGHTS_NAMES, load_state_dict_file, resolve_model_dir
+from bert.model.pretrained import resolve_model_dir
+from bert.model.weights import WEIGHTS_NAMES, load_state_dict_file
 from stages.common import atomic_outputs, run_stage, write_json, stage_parser
 from stages.params import load_section
 

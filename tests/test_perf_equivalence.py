@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 import bert
 from bert import BertModel
-from bert.modeling import BertSelfAttention, EncoderPlan, dropout_mask
+from bert.model.dropout import dropout_mask
+from bert.model.plan import EncoderPlan
+from bert.modeling import BertSelfAttention
 
 TOL = 1e-5
 

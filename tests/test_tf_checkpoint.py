@@ -19,8 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import bert
 from bert import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel
-from bert.formats.convert import HEADS, convert_tf_checkpoint, export_tf_checkpoint
+from bert.formats.convert import convert_tf_checkpoint, export_tf_checkpoint
+from bert.formats.heads import HEADS, parameter_shapes
 from bert.formats.tf_checkpoint import (
     CheckpointMismatchError,
     load_tf_variables,
@@ -311,11 +313,20 @@ def test_missing_and_unknown_variables_fail_with_the_list(google, tmp_path):
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
+def test_the_shape_table_is_each_models_parameters(head, tiny_config):
+    """Conversion checks a checkpoint against parameter_shapes, built from the config alone: it must be
+    exactly what the model class has."""
+    kwargs = {"num_labels": 5} if head in ("classifier", "token-classifier") else {}
+    model = getattr(bert, HEADS[head])(tiny_config, **kwargs)
+    assert parameter_shapes(tiny_config, head, **kwargs) == {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
 def test_every_head_maps_to_google_names_and_back(head, tiny_config):
     """A model fine-tuned here exports to Google's names (run_classifier's output_weights, run_squad's
     cls/squad/*, ...) and loads back into the same class unchanged."""
     torch.manual_seed(0)
-    model = HEADS[head](tiny_config)
+    model = getattr(bert, HEADS[head])(tiny_config)
     variables = state_dict_to_tf(model.state_dict(), tiny_config.num_hidden_layers)
     expected = {"classifier": "output_weights", "token-classifier": "output_weights",
                 "multiple-choice": "output_weights", "squad": "cls/squad/output_weights",
@@ -327,7 +338,7 @@ def test_every_head_maps_to_google_names_and_back(head, tiny_config):
                           model.state_dict()[("" if head == "model" else "bert.")
                                              + "encoder.layer.1.intermediate.dense.weight"].numpy().T)
     torch.manual_seed(1)
-    again = HEADS[head](tiny_config)
+    again = getattr(bert, HEADS[head])(tiny_config)
     assert load_tf_variables(again, variables) == []
     for key, value in model.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key

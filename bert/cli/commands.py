@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
+
+from bert.cli.errors import run_reporting_errors
 
 logger = logging.getLogger("bert")
 
@@ -34,8 +35,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bert.io.hub import resolve_model_dir
     from bert.formats.convert import export_tf_checkpoint
+    from bert.io.hub import resolve_model_dir
 
     print(export_tf_checkpoint(resolve_model_dir(args.model, args.cache_dir), args.out_prefix))
     return 0
@@ -78,7 +79,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bert.formats.convert import HEADS
+    from bert.formats.heads import HEADS
 
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a flag given before the subcommand is not reset by the subparser's default.
@@ -141,37 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="default: $BERT_TOOLKIT_CACHE or ~/.cache/bert-toolkit")
     p.set_defaults(func=_download)
     return parser
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if isinstance(err, (ValueError, OSError, ImportError)) else f"{type(err).__name__}: {text}"
-
-
-def run_reporting_errors(action: Callable[[], Optional[int]], command: str = "bert", debug: bool = False) -> int:
-    """Run `action`, turning an exception into one line on stderr and an exit status.
-
-    Args:
-        action: returns the exit status (None: 0).
-        command: how the error line starts (``bert convert-tf-checkpoint: error: ...``).
-        debug: let the exception (and its traceback) through; also on with BERT_DEBUG=1.
-    Returns:
-        The exit status: the action's, 1 on an error, 130 on Ctrl-C, 141 when stdout's reader left.
-    """
-    debug = debug or os.environ.get("BERT_DEBUG", "") not in ("", "0")
-    try:
-        return action() or 0
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `bert download --list | head`: the reader left, nothing is wrong
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141
-    except Exception as err:
-        if debug:
-            raise
-        print(f"{command}: error: {_one_line(err)}", file=sys.stderr)
-        return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -26,8 +26,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(argv) != 4 or argv[0] != "convert_tf_checkpoint_to_pytorch":
         print(USAGE, file=sys.stderr)
         return 2
-    from bert.cli.commands import run_reporting_errors
-    from bert.compat.convert_tf_checkpoint_to_pytorch import convert_tf_checkpoint_to_pytorch
+    from bert.cli.errors import run_reporting_errors
+    from bert.compat.convert_tf_checkpoint_to_pytorch import (
+        convert_tf_checkpoint_to_pytorch,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_reporting_errors(lambda: convert_tf_checkpoint_to_pytorch(*argv[1:]),

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from bert.model.config import BertConfig
-from bert.io.fileio import atomic_path
-from bert.modeling import BertForPreTraining
 from bert.formats.tf_checkpoint import load_tf_weights_in_bert
+from bert.io.fileio import atomic_path
+from bert.model.config import BertConfig
+from bert.modeling import BertForPreTraining
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bert_config_file", required=True, help="The config json file of the pre-trained model.")
     parser.add_argument("--pytorch_dump_path", required=True, help="Path to the output PyTorch model.")
     args = parser.parse_args(argv)
-    from bert.cli.commands import run_reporting_errors
+    from bert.cli.errors import run_reporting_errors
 
     return run_reporting_errors(lambda: convert_tf_checkpoint_to_pytorch(
         args.tf_checkpoint_path, args.bert_config_file, args.pytorch_dump_path))

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bert.io.fileio import atomic_path
+from bert.model.plan import Packing
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -214,7 +215,12 @@ class CachedFeatures(Dataset):
         return self._metadata
 
 
-def pad_collate(items: Sequence[dict[str, Tensor]], pad_id: int = 0) -> dict[str, Tensor]:
+def pad_collate(items: Sequence[dict[str, Tensor]], pad_id: int = 0) -> dict[str, Any]:
+    """pad_batch, then add_packing: what the training and prediction loops take."""
+    return add_packing(pad_batch(items, pad_id))
+
+
+def pad_batch(items: Sequence[dict[str, Tensor]], pad_id: int = 0) -> dict[str, Tensor]:
     """Stack items into a batch padded to its longest sequence, with an attention_mask.
 
     # input_ids       [[101, 7592, 102], [101, 102, 0]]    (pad_id fills the short rows)
@@ -246,4 +252,13 @@ def pad_collate(items: Sequence[dict[str, Tensor]], pad_id: int = 0) -> dict[str
         for b, item in enumerate(items):
             mask[b, ..., : item["input_ids"].shape[-1]] = 1
         batch["attention_mask"] = mask
+    return batch
+
+
+def add_packing(batch: dict[str, Any], masked_lm_labels: Optional[Tensor] = None) -> dict[str, Any]:
+    """Add "packing", where the batch's real tokens (and labelled positions) are, when there is something
+    to skip. Computed here, on the CPU where the batch is made, so that the model never reads the device."""
+    packing = Packing.from_mask(batch["attention_mask"], masked_lm_labels)
+    if packing is not None:
+        batch["packing"] = packing
     return batch

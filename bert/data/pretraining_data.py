@@ -29,7 +29,14 @@ from typing import Any, Callable, Iterable, MutableSequence, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from bert.data.cache import MANIFEST, TENSORS, CachedFeatures, CacheManifest, pad_collate
+from bert.data.cache import (
+    MANIFEST,
+    TENSORS,
+    CachedFeatures,
+    CacheManifest,
+    add_packing,
+    pad_batch,
+)
 from bert.io.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -395,7 +402,8 @@ class PretrainingDataset(CachedFeatures):
 
 
 def pretraining_collate(items: Sequence[dict[str, Tensor]], pad_id: int = 0) -> dict[str, Tensor]:
-    """pad_collate, with masked_lm_labels padded by -1 (padding is never predicted).
+    """pad_collate, with masked_lm_labels padded by -1 (padding is never predicted) and their positions in
+    the packing.
 
     Args:
         items: PretrainingDataset items.
@@ -404,9 +412,9 @@ def pretraining_collate(items: Sequence[dict[str, Tensor]], pad_id: int = 0) -> 
         key -> batched tensor ([batch, longest] for sequences, [batch] for next_sentence_label).
     """
     rest = [{k: v for k, v in item.items() if k != MLM_LABELS} for item in items]
-    batch = pad_collate(rest, pad_id)
+    batch = pad_batch(rest, pad_id)
     labels = torch.full(batch["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
     for b, item in enumerate(items):
         labels[b, : len(item[MLM_LABELS])] = item[MLM_LABELS]
     batch[MLM_LABELS] = labels
-    return batch
+    return add_packing(batch, labels)

@@ -5,27 +5,19 @@
     logits, = predict(model, dev_dataset, collate_fn, ctx=ctx)
 """
 
-from bert.engine.config import FitResult, TrainConfig
-from bert.engine.distributed import (
-    DistContext,
-    cleanup_distributed,
-    setup_distributed,
-    strip_launcher_args,
-)
-from bert.engine.loop import fit
-from bert.engine.precision import LossScaleCollapse
-from bert.engine.predict import predict
-from bert.engine.sampler import DistributedLengthGroupedSampler
+from bert._lazy import lazy_exports
 
-__all__ = [
-    "TrainConfig",
-    "FitResult",
-    "DistContext",
-    "setup_distributed",
-    "cleanup_distributed",
-    "strip_launcher_args",
-    "fit",
-    "predict",
-    "LossScaleCollapse",
-    "DistributedLengthGroupedSampler",
-]
+_EXPORTS = {
+    "TrainConfig": "bert.engine.config",
+    "FitResult": "bert.engine.config",
+    "DistContext": "bert.engine.distributed",
+    "setup_distributed": "bert.engine.distributed",
+    "cleanup_distributed": "bert.engine.distributed",
+    "strip_launcher_args": "bert.engine.distributed",
+    "fit": "bert.engine.loop",
+    "predict": "bert.engine.predict",
+    "LossScaleCollapse": "bert.engine.precision",
+    "DistributedLengthGroupedSampler": "bert.engine.sampler",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

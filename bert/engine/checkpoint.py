@@ -20,8 +20,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bert.io.fileio import atomic_path
 from bert.formats.safeload import torch_load_weights_only
+from bert.io.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 

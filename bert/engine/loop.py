@@ -33,6 +33,7 @@ from bert.engine.optim import build_optimizer
 from bert.engine.precision import Precision
 from bert.engine.row_grads import RowGradients
 from bert.engine.sampler import DistributedLengthGroupedSampler, StepPlan
+from bert.model.plan import Packing
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ Batch = dict[str, Any]
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    """Move a batch's tensors to `device` (other values pass through)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+    """Move a batch's tensors (and its Packing) to `device`; other values pass through."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, (torch.Tensor, Packing)) else v
             for k, v in batch.items()}
 
 

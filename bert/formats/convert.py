@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
-from bert import modeling
-from bert.model.config import BertConfig
-from bert.io.fileio import atomic_path
+import torch
+
+from bert.formats.heads import HEADS, parameter_shapes
 from bert.formats.tf_checkpoint import (
     CHECKPOINT_NAME,
     GOOGLE_CONFIG_FIELDS,
@@ -24,32 +24,25 @@ from bert.formats.tf_checkpoint import (
     VOCAB_NAME,
     checkpoint_prefix,
     detect_head,
-    load_tf_variables,
+    place_tf_variables,
     read_tf_checkpoint,
     state_dict_to_tf,
     write_tf_checkpoint,
 )
-from bert.model.weights import load_state_dict_file
+from bert.io.fileio import atomic_path
+from bert.model.config import BertConfig
+from bert.model.weights import (
+    CONFIG_NAMES,
+    WEIGHTS_NAMES,
+    find_file,
+    load_state_dict_file,
+    save_model_folder,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HEADS", "CHECKPOINT_NAME", "convert_tf_checkpoint", "export_tf_checkpoint", "opened_checkpoint",
            "locate_google_checkpoint"]
-
-# Model classes by head name; "auto" picks one from the checkpoint's variables (see detect_head).
-HEADS = {
-    "model": modeling.BertModel,
-    "pretraining": modeling.BertForPreTraining,
-    "masked-lm": modeling.BertForMaskedLM,
-    "next-sentence": modeling.BertForNextSentencePrediction,
-    "classifier": modeling.BertForSequenceClassification,
-    "token-classifier": modeling.BertForTokenClassification,
-    "multiple-choice": modeling.BertForMultipleChoice,
-    "squad": modeling.BertForQuestionAnswering,
-}
-
-
-
 
 @contextlib.contextmanager
 def opened_checkpoint(path: str | os.PathLike, work_dir: str | os.PathLike | None = None
@@ -99,7 +92,7 @@ def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | o
         tf_checkpoint: the ``bert_model.ckpt`` prefix, its folder, or Google's released zip.
         bert_config: bert_config.json; None takes the one beside the checkpoint.
         out_dir: created if missing; the files are written atomically.
-        head: a key of HEADS, or "auto" to follow the checkpoint's variables.
+        head: a key of bert.formats.heads.HEADS, or "auto" to follow the checkpoint's variables.
         allow_unused_heads: with an explicit smaller head, drop the other heads' variables.
         head_kwargs: e.g. num_labels, num_choices (auto fills num_labels from output_weights).
     Returns:
@@ -121,10 +114,17 @@ def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | o
         if head == "auto":
             head, detected = detect_head(variables)
             head_kwargs = {**detected, **head_kwargs}
-        model = HEADS[head](config, **head_kwargs)
-        skipped = load_tf_variables(model, variables, str(tf_checkpoint), allow_unused_heads)
-        logger.info("%s: %d variables -> %s", tf_checkpoint, len(variables) - len(skipped), type(model).__name__)
-        model.save_pretrained(out_dir)
+        # The model the checkpoint holds, by name and shape alone: conversion builds no model.
+        shapes = parameter_shapes(config, head, head_kwargs.get("num_labels", 2))
+        arrays, skipped = place_tf_variables(variables, shapes, config.num_hidden_layers, HEADS[head],
+                                             str(tf_checkpoint), allow_unused_heads)
+        logger.info("%s: %d variables -> %s", tf_checkpoint, len(variables) - len(skipped), HEADS[head])
+        kept = {k: v for k, v in head_kwargs.items() if k in ("num_labels", "num_choices")}
+        if head in ("classifier", "token-classifier"):
+            kept.setdefault("num_labels", 2)
+        if head == "multiple-choice":
+            kept.setdefault("num_choices", 4)
+        save_model_folder(out_dir, config, {k: torch.from_numpy(v) for k, v in arrays.items()}, HEADS[head], kept)
         if vocab is not None:
             with atomic_path(out_dir / VOCAB_NAME) as tmp:
                 shutil.copyfile(vocab, tmp)
@@ -143,8 +143,6 @@ def export_tf_checkpoint(model_dir: str | os.PathLike, out_prefix: str | os.Path
     Returns:
         The prefix.
     """
-    from bert.model.weights import CONFIG_NAMES, WEIGHTS_NAMES, find_file
-
     model_dir, out_prefix = Path(model_dir), Path(out_prefix)
     if not model_dir.is_dir():
         raise ValueError(f"{model_dir}: not a model folder")

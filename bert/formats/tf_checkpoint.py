@@ -227,43 +227,46 @@ def detect_head(variables: Mapping[str, np.ndarray]) -> tuple[str, dict]:
     return ("masked-lm" if mlm else "next-sentence" if nsp else "model"), {}
 
 
-def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray], source: str = "checkpoint",
-                      allow_unused_heads: bool = False, allow_missing_heads: bool = False) -> list[str]:
-    """Fill every parameter of `model` from Google-named `variables`.
+def place_tf_variables(variables: Mapping[str, np.ndarray], parameters: Mapping[str, tuple[int, ...]],
+                       num_layers: int, target: str, source: str = "checkpoint", allow_unused_heads: bool = False,
+                       allow_missing_heads: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Google-named `variables` onto a model's parameters, by the name map (no model needed).
 
     Args:
-        model: any model of bert.modeling.
         variables: {TF name: array}, e.g. from read_tf_checkpoint.
+        parameters: the model's parameter names and shapes (``named_parameters()``, or
+            bert.formats.heads.parameter_shapes for a model not built).
+        num_layers: the config's num_hidden_layers.
+        target: the model class, named in errors.
         source: named in error messages.
         allow_unused_heads: drop (and log) known head variables that this model has no place for, e.g.
             the pre-training heads when loading into BertModel; unknown variables still fail.
         allow_missing_heads: leave the model's head parameters (not the encoder's) that the checkpoint
-            lacks as they are (newly initialised; a warning names them), e.g. a classifier on a
-            pre-training checkpoint.
+            lacks unfilled (a warning names them), e.g. a classifier on a pre-training checkpoint.
     Returns:
-        The names of the checkpoint variables that were skipped (optimizer slots, dropped heads).
+        (arrays by parameter name, already transposed to torch's layout; the names of the checkpoint
+        variables skipped: optimizer slots, dropped heads).
     Raises:
         CheckpointMismatchError: one line listing each parameter left unfilled, each unused variable and
             each shape mismatch, with shapes.
     """
-    mapping = name_map(model.config.num_hidden_layers)
-    params = dict(model.named_parameters())  # tied weights appear once, under the embedding's name
-    prefix = "" if any(k.startswith("bert.") for k in params) else "bert."
+    mapping = name_map(num_layers)
+    prefix = "" if any(k.startswith("bert.") for k in parameters) else "bert."
     values, used, unfilled, mismatched, initialised = {}, set(), [], [], []
-    for name, param in params.items():
+    for name, shape in parameters.items():
         tf_name, transpose = mapping[prefix + name]
         if tf_name not in variables:
             if allow_missing_heads and not (prefix + name).startswith("bert."):
                 initialised.append(name)
             else:
-                unfilled.append(f"{name} {list(param.shape)} (from {tf_name})")
+                unfilled.append(f"{name} {list(shape)} (from {tf_name})")
             continue
         array = variables[tf_name].T if transpose else variables[tf_name]
         used.add(tf_name)
-        if tuple(array.shape) != tuple(param.shape):
-            mismatched.append(f"{name} {list(param.shape)} vs {tf_name} {list(variables[tf_name].shape)}")
+        if tuple(array.shape) != tuple(shape):
+            mismatched.append(f"{name} {list(shape)} vs {tf_name} {list(variables[tf_name].shape)}")
             continue
-        values[name] = torch.from_numpy(np.ascontiguousarray(array)).to(param.dtype)
+        values[name] = np.ascontiguousarray(array)
     known = {tf_name for tf_name, _ in mapping.values()}
     skipped = [n for n in variables if n not in used and is_optimizer_variable(n)]
     dropped = [n for n in variables if n not in used and allow_unused_heads and n in known
@@ -278,15 +281,28 @@ def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {', '.join(mismatched)}")
     if problems:
-        raise CheckpointMismatchError(f"{source} -> {type(model).__name__}: " + "; ".join(problems))
-    with torch.no_grad():
-        for name, value in values.items():
-            params[name].copy_(value)
+        raise CheckpointMismatchError(f"{source} -> {target}: " + "; ".join(problems))
     if dropped:
-        logger.info("%s: head variables not used by %s: %s", source, type(model).__name__, ", ".join(dropped))
+        logger.info("%s: head variables not used by %s: %s", source, target, ", ".join(dropped))
     if initialised:
         logger.warning("%s: newly initialised (not in the checkpoint; train them): %s", source, ", ".join(initialised))
-    return skipped + dropped
+    return values, skipped + dropped
+
+
+def load_tf_variables(model: torch.nn.Module, variables: Mapping[str, np.ndarray], source: str = "checkpoint",
+                      allow_unused_heads: bool = False, allow_missing_heads: bool = False) -> list[str]:
+    """Fill the parameters of `model` (any model of bert.modeling) from Google-named `variables`.
+
+    Arguments, checks and errors as place_tf_variables. Returns the checkpoint variables skipped.
+    """
+    params = dict(model.named_parameters())  # tied weights appear once, under the embedding's name
+    values, skipped = place_tf_variables(variables, {n: tuple(p.shape) for n, p in params.items()},
+                                         model.config.num_hidden_layers, type(model).__name__, source,
+                                         allow_unused_heads, allow_missing_heads)
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(torch.from_numpy(value).to(params[name].dtype))
+    return skipped
 
 
 def state_dict_to_tf(state_dict: Mapping[str, torch.Tensor], num_layers: int, source: str = "state_dict"

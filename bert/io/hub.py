@@ -21,10 +21,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from bert.formats.convert import convert_tf_checkpoint, locate_google_checkpoint
+from bert.formats.tf_checkpoint import MissingTensorFlowError
 from bert.io.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
 from bert.io.download import ChecksumError, DownloadError, download, file_lock
 from bert.io.fileio import atomic_path, atomic_write_text
-from bert.formats.convert import convert_tf_checkpoint, locate_google_checkpoint
 from bert.io.releases import (  # noqa: F401 (re-exported: the hub's names)
     ALIASES,
     CACHE_ENV,
@@ -39,7 +40,6 @@ from bert.io.releases import (  # noqa: F401 (re-exported: the hub's names)
     known_names,
     mirror,
 )
-from bert.formats.tf_checkpoint import MissingTensorFlowError
 
 logger = logging.getLogger(__name__)
 

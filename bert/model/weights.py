@@ -6,27 +6,20 @@ A model folder is ``config.json`` (or Google's ``bert_config.json``) plus ``mode
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import os
 import re
-import tarfile
-import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-from urllib.parse import urlparse
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
-from bert.model.config import DEFAULTS as CONFIG_DEFAULTS
-from bert.model.config import BertConfig, read_json_object
-from bert.io.fileio import atomic_path, atomic_write_text
 from bert.formats.safeload import first_line, torch_load_weights_only
+from bert.io.fileio import atomic_path, atomic_write_text
+from bert.model.config import BertConfig
 
 logger = logging.getLogger(__name__)
 
@@ -187,141 +180,28 @@ def find_file(folder: Path, names: tuple[str, ...], what: str) -> Path:
     raise ValueError(f"{folder}: no {what} found (looked for {', '.join(names)})")
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """A local folder as it is; any other name goes through the shortcut names and the download cache."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    from bert.io import hub  # lazy: loading a local folder needs no network code
+def save_model_folder(folder: str | os.PathLike, config: BertConfig, tensors: Mapping[str, Tensor],
+                      architecture: str, head_kwargs: Mapping[str, Any] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors``: names HF's Bert classes load with no missing keys.
 
-    return Path(hub.resolve_model_dir(str(name_or_path), cache_dir=cache_dir))
+    Args:
+        folder: created if missing; each file written atomically.
+        config: the model's config.
+        tensors: its state dict (tied weights are left out).
+        architecture: the model class's name (HF's ``architectures``).
+        head_kwargs: constructor arguments to record (num_labels, num_choices).
+    Returns:
+        The folder.
+    """
+    from safetensors.torch import save_file
 
-
-@contextlib.contextmanager
-def opened_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Iterator[Path]:
-    """The model folder of a folder, a shortcut name, or (as the original) a model archive (``.tar.gz``,
-    ``.zip``) given by path or URL, extracted safely into a temporary folder for the duration."""
-    name = str(name_or_path)
-    if urlparse(name).scheme in ("http", "https", "s3"):
-        from bert.file_utils import cached_path
-
-        name = cached_path(name, cache_dir=cache_dir)
-    path = Path(name)
-    if not (path.is_file() and _is_archive(path)):
-        yield resolve_model_dir(name, cache_dir)
-        return
-    from bert.io.archive import safe_extract
-
-    with tempfile.TemporaryDirectory(prefix=".bert-model-") as tmp:
-        safe_extract(path, tmp)
-        folders = [Path(tmp)] + sorted(p for p in Path(tmp).iterdir() if p.is_dir())
-        found = [f for f in folders if any((f / n).is_file() for n in CONFIG_NAMES)]
-        if not found:
-            raise ValueError(f"{name_or_path}: no {' or '.join(CONFIG_NAMES)} in the archive")
-        yield found[0]
-
-
-def _is_archive(path: Path) -> bool:
-    return tarfile.is_tarfile(path) or zipfile.is_zipfile(path)
-
-
-class PreTrainedBertMixin:
-    """``from_pretrained`` and ``save_pretrained`` for every model class."""
-
-    # Constructor arguments beyond the config that a saved folder records (e.g. num_labels).
-    def _head_kwargs(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("num_labels", "num_choices") if hasattr(self, k)}
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *inputs: Any,
-                        state_dict: Mapping[str, Tensor] | None = None, cache_dir: str | os.PathLike | None = None,
-                        from_tf: bool = False, **kwargs: Any):
-        """Load a model from a folder, a shortcut name, the packaged name, or a model archive (path or URL).
-
-        Args:
-            pretrained_model_name_or_path: a model folder (ours, HF's, or the original's ``bert_config.json``
-                + ``pytorch_model.bin``), e.g. ``bert-base-uncased`` or ``minilm-l6-h384-uncased``, or a
-                ``.tar.gz``/``.zip`` holding such a folder.
-            inputs: positional arguments of the model's constructor after the config (e.g. num_labels).
-            state_dict: weights to use instead of the folder's.
-            cache_dir: where downloads are kept (default: ``$BERT_TOOLKIT_CACHE`` or ~/.cache/bert-toolkit).
-            from_tf: read the weights from the folder's TensorFlow checkpoint (``model.ckpt`` or
-                ``bert_model.ckpt``) instead of a PyTorch file.
-            kwargs: constructor arguments (``num_labels``, ``num_choices``) and BertConfig fields to
-                override (e.g. ``hidden_dropout_prob=0.0``).
-        Returns:
-            The model, in training mode as a new torch module is (and as the original returns it): call
-            ``.eval()`` before inference.
-        Raises:
-            ValueError: no such model, an unreadable config or weights file, a missing encoder weight, or a
-                shape that does not match (each naming the file and the key).
-        """
-        with opened_model(pretrained_model_name_or_path, cache_dir) as folder:
-            config_file = find_file(folder, CONFIG_NAMES, "config file")
-            raw = read_json_object(config_file)
-            overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_DEFAULTS}
-            with _naming(config_file):
-                config = BertConfig.from_dict({**raw, **overrides})
-                kwargs = {**_saved_head_kwargs(cls, raw, inputs, kwargs), **kwargs}
-            if from_tf:
-                from bert.formats.tf_checkpoint import load_tf_weights_in_bert, tf_checkpoint_in_folder
-
-                with _naming(config_file):
-                    model = cls(config, *inputs, **kwargs)
-                return load_tf_weights_in_bert(model, tf_checkpoint_in_folder(folder))
-            source = "state_dict"
-            if state_dict is None:
-                weights_file = find_file(folder, WEIGHTS_NAMES, "weights file")
-                state_dict, source = load_state_dict_file(weights_file), str(weights_file)
-            check_config_matches(config, state_dict, str(config_file), source)
-            with _naming(config_file):
-                model = cls(config, *inputs, **kwargs)
-        model.load_report = load_weights(model, state_dict, source)
-        return model
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (names HF's Bert classes load with no missing keys).
-
-        Returns:
-            The folder written.
-        """
-        from safetensors.torch import save_file
-
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k not in TIED_KEYS}
-        config = {
-            **self.config.to_dict(),
-            **self._head_kwargs(),
-            "model_type": "bert",  # lets HF's AutoConfig read the folder too
-            "architectures": [type(self).__name__],
-        }
-        with atomic_path(folder / "model.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        atomic_write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-        return folder
-
-
-@contextlib.contextmanager
-def _naming(config_file: Path) -> Iterator[None]:
-    """Prefix a ValueError raised by the config or the model's constructor with the config file."""
-    try:
-        yield
-    except ValueError as err:
-        raise ValueError(f"{config_file}: {err}") from None
-
-
-def _saved_head_kwargs(cls: type, raw: Mapping[str, Any], inputs: tuple, kwargs: Mapping[str, Any]
-                       ) -> dict[str, Any]:
-    """The constructor arguments a saved folder records (num_labels, num_choices) that the caller did not
-    pass, positionally or by name."""
-    parameters = inspect.signature(cls.__init__).parameters
-    bound = inspect.signature(cls.__init__).bind_partial(None, None, *inputs).arguments
-    out = {}
-    for key in ("num_labels", "num_choices"):
-        if key in raw and key in parameters and key not in kwargs and key not in bound:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-            out[key] = value
-    return out
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if k not in TIED_KEYS}
+    values = {**config.to_dict(), **(head_kwargs or {}),
+              "model_type": "bert",  # lets HF's AutoConfig read the folder too
+              "architectures": [architecture]}
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(folder / "config.json", json.dumps(values, indent=2, sort_keys=True) + "\n")
+    return folder

@@ -8,7 +8,9 @@
     metrics            accuracy, F1, Matthews, Pearson, Spearman (numpy)
 """
 
-from bert.tasks.records import DataFormatError
-from bert.tasks.registry import TASKS, TaskKind, TaskSpec, get_task
+from bert._lazy import lazy_exports
 
-__all__ = ["DataFormatError", "TASKS", "TaskKind", "TaskSpec", "get_task"]
+_EXPORTS = {"DataFormatError": "bert.tasks.records", "TASKS": "bert.tasks.registry",
+            "TaskKind": "bert.tasks.registry", "TaskSpec": "bert.tasks.registry", "get_task": "bert.tasks.registry"}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
