@@ -51,20 +51,20 @@ def _set_params(repo: Path, edit) -> None:
     path.write_text(yaml.safe_dump(values, sort_keys=False))
 
 
-def _repro(repo: Path) -> set[str]:
-    """Run `dvc repro`; returns the stages that ran (or were restored from DVC's run cache)."""
+def _repro(repo: Path, *args: str) -> set[str]:
+    """Run `dvc repro ARGS`; returns the stages that ran (or were restored from DVC's run cache), or
+    with `--dry` the stages it would run."""
     # MLflow tracking off: this test is about the DAG (tests/test_tracking* cover the tracker)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
            "BERT_TRACKING": "off"}
-    proc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run([str(BIN / "dvc"), "repro", *args], cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return set(re.findall(r"Running stage '([^']+)'", proc.stdout)) | \
         set(re.findall(r"Stage '([^']+)' is cached", proc.stdout))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, minilm_dir):
-    root = tmp_path_factory.mktemp("dvc")
+def tiny_project(root: Path, minilm_dir: Path) -> Path:
+    """A copy of the repo at root/repo set to the tiny run: one demo task, seed 7, root/tiny-bert."""
     repo = root / "repo"
     repo.mkdir()
     _copy_repo(repo)
@@ -79,6 +79,11 @@ def repo(tmp_path_factory, minilm_dir):
         v["evaluate"]["batch_size"] = 16
     _set_params(repo, edit)
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, minilm_dir):
+    return tiny_project(tmp_path_factory.mktemp("dvc"), minilm_dir)
 
 
 def test_dvc_reruns_exactly_what_changed(repo):
