@@ -37,8 +37,9 @@ install: $(VENV)/.test-$(HASH)
 test: $(VENV)/.test-$(HASH)
 	$(BIN_PATH) $(PY) -m pytest -q -n 2 --dist loadgroup --durations=30
 
+# the pipeline run in MLflow is this command's: created before dvc starts, FAILED if dvc fails or is interrupted
 run: $(VENV)/.pipeline-$(HASH)
-	$(BIN_PATH) $(VENV)/bin/dvc repro
+	$(BIN_PATH) $(PY) -m pipeline.track --pipeline -- $(VENV)/bin/dvc repro
 	@echo "Report: reports/report.md (and reports/report.html)"
 
 pretrain: $(VENV)/.pipeline-$(HASH)

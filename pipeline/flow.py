@@ -20,8 +20,9 @@ Parameter overrides (``params``: dotted key -> value) are written into params.ya
 runs, as `dvc exp run --set-param` does (see pipeline.overrides): params.yaml, dvc.lock and the outputs
 then agree, and DVC re-runs exactly the stages that read a changed key.
 
-MLflow: the flow opens the pipeline run and hands its id to the stages (``MLFLOW_PARENT_RUN_ID``), so
-all the stages it runs nest under one run, which it ends as FINISHED or FAILED.
+MLflow: the flow owns the pipeline run, as `make run` does (pipeline.tracking.PipelineRun): it opens it
+before any stage runs and hands its id to the stages (``MLFLOW_PARENT_RUN_ID``), so all the stages it
+runs nest under one run, which it ends as FINISHED or FAILED.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from pipeline.dvcgraph import StageSpec, load_pipeline  # noqa: E402
 from pipeline.overrides import apply_overrides, parse_assignment  # noqa: E402
-from pipeline.tracking import Tracker, start_pipeline_run  # noqa: E402
+from pipeline.tracking import PipelineRun  # noqa: E402
 
 KILL_GRACE_S = 10.0
 
@@ -201,17 +202,10 @@ def pipeline_flow(params: Optional[dict[str, Any]] = None, stages: Optional[list
     for key, (old, new) in changed.items():
         log.info("params.yaml: %s = %r (was %r)", key, new, old)
     specs = select(load_pipeline(root), stages)
-    extra: dict[str, str] = {}
-    tracker, parent = None, None
-    if track:
-        tracker = Tracker(root, label="mlflow flow")
-        if tracker.connect():
-            parent = start_pipeline_run(tracker, tags={"prefect.flow_run_id": str(flow_run.get_id() or "")})
-        if parent:
-            extra["MLFLOW_PARENT_RUN_ID"] = parent
-            log.info("MLflow pipeline run %s at %s", parent, tracker.uri)
-        else:
-            extra["BERT_TRACKING"] = "off"  # said once above; the stages need not each say it again
+    owner = PipelineRun(root, "mlflow flow", tags={"prefect.flow_run_id": str(flow_run.get_id() or "")})
+    extra = owner.open() if track else {}
+    if owner.run_id:
+        log.info("MLflow pipeline run %s at %s", owner.run_id, owner.tracker.uri)
     todo = changed_stages(root, stage_env(extra))
     outcomes: list[StageOutcome] = []
     ran: set[str] = set()
@@ -227,12 +221,9 @@ def pipeline_flow(params: Optional[dict[str, Any]] = None, stages: Optional[list
                 ran.add(spec.name)
         ok = True
     finally:
-        if tracker is not None and parent:
-            tracker.set_tags(parent, {"stages_run": len(ran)})
-            tracker.set_status(parent, "FINISHED" if ok else "FAILED")
-            line = tracker.summary()
-            if line:
-                log.warning(line)
+        line = owner.close(ok)
+        if line:
+            log.warning(line)
     log.info("%d of %d stages ran; the rest were up to date", len(ran), len(specs))
     return [asdict(o) for o in outcomes]
 

@@ -1,13 +1,17 @@
-"""Run one pipeline stage as a nested MLflow run: the wrapper dvc.yaml's commands go through.
+"""Run one pipeline stage as a nested MLflow run (the wrapper dvc.yaml's commands go through), or the
+whole pipeline under the run its stages nest in (what `make run` calls).
 
     python -m pipeline.track -- torchrun --nproc_per_node 1 -m stages.finetune --task demo-pair ...
     python -m pipeline.track --stage finetune@demo-pair-1 -- python -m stages.finetune ...   # by hand
+    python -m pipeline.track --pipeline -- dvc repro                                       # make run
 
-The stage runs as a child process and never imports this package (imports point pipeline -> stages).
-The stage's name is DVC's (``$DVC_STAGE``, set by DVC for every command); its deps, outs, metrics,
-plots and params come from dvc.yaml through DVC. While the stage runs, the wrapper tails the training
-history the stage streams to ``$BERT_HISTORY_STREAM`` (JSON lines, rank 0 only) and logs each point as
-MLflow metrics at its step. When the stage ends the wrapper logs, in its nested run:
+A stage runs as a child process and never imports this package (imports point pipeline -> stages).
+Its run nests under ``$MLFLOW_PARENT_RUN_ID``, set by what started the pipeline; without it (a plain
+``dvc repro``) the stage's run is a top-level run, tagged ``bert.pipeline_run=none``. The stage's name
+is DVC's (``$DVC_STAGE``, set by DVC for every command); its deps, outs, metrics, plots and params come
+from dvc.yaml through DVC. While the stage runs, the wrapper tails the training history the stage
+streams to ``$BERT_HISTORY_STREAM`` (JSON lines, rank 0 only) and logs each point as MLflow metrics at
+its step. When the stage ends the wrapper logs, in its run:
 
 - params: the params.yaml keys the stage declares in dvc.yaml;
 - metrics: every history point not yet logged (from the stage's history file: a plots/outs JSON list
@@ -22,30 +26,42 @@ MLflow metrics at its step. When the stage ends the wrapper logs, in its nested 
   device, world size and precision (from the stage's summary JSON and params).
 
 The exit status is the stage's. ``BERT_TRACKING=off`` runs the stage untracked.
+
+With ``--pipeline`` the command (``dvc repro`` and its arguments) runs under one pipeline run
+(pipeline.tracking.PipelineRun), created before it starts and handed to its stages in
+``MLFLOW_PARENT_RUN_ID``; it ends FINISHED when the command exits 0, FAILED otherwise. The command runs
+in a process group of its own, and SIGINT, SIGTERM or SIGHUP sent to this process go to that whole
+group, as a terminal's Ctrl-C would: DVC alone would not stop the stage (it ignores SIGINT while a
+stage runs, and SIGTERM kills DVC but not the stage). What still runs ``STOP_GRACE_S`` later is killed,
+and a stage run left unended is marked KILLED, so nothing is left RUNNING. The exit status is the
+command's, 128 + N when signal N interrupted it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.dvcgraph import StageSpec, load_pipeline, result_stages, stage_hashes
-from pipeline.tracking import (KIND_TAG, Tracker, git_facts, metric_key, numeric_leaves, pipeline_parent,
-                               project_root, read_params)
+from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, PipelineRun, Tracker, git_facts, metric_key,
+                               numeric_leaves, project_root, read_params, tracking_off)
 
 HISTORY_ENV = "BERT_HISTORY_STREAM"
-OFF_ENV = "BERT_TRACKING"
 POLL_SECONDS = 2.0
+STOP_GRACE_S = 30.0  # after a signal, how long the pipeline's processes get to end (and end their runs)
 SUMMARY_MAX_BYTES = 1 << 20
 METRICS_NAME = "metrics.json"  # JSON files read for device / world size facts
 
@@ -161,7 +177,6 @@ class StageRun:
         self.root, self.name = root, name
         self.tracker = Tracker(root, label=f"mlflow {name}")
         self.parent: Optional[str] = None
-        self.owns_parent = False
         self.run_id: Optional[str] = None
         self.logged_steps: set[int] = set()
         self.spec: Optional[StageSpec] = None
@@ -170,7 +185,7 @@ class StageRun:
         self.under_dvc = under_dvc
 
     def start(self) -> None:
-        """Connect, find (or make) the pipeline run, and open this stage's run with params and tags."""
+        """Connect, and open this stage's run (under $MLFLOW_PARENT_RUN_ID if set) with params and tags."""
         try:
             specs = load_pipeline(self.root) if self.under_dvc or (self.root / "dvc.yaml").is_file() else []
             by_name = {s.name: s for s in specs}
@@ -183,16 +198,18 @@ class StageRun:
             print(f"[{self.tracker.label}] dvc.yaml has no stage {self.name!r}; only its history is logged",
                   file=sys.stderr)
         self.tracker.connect()  # if it fails, the calls below only count what goes unlogged
-        self.parent, self.owns_parent = pipeline_parent(self.tracker, self.under_dvc)
-        if self.owns_parent:
-            self.tracker.set_status(self.parent, "RUNNING")
+        self.parent = os.environ.get(PARENT_ENV) or None  # set by what started the pipeline, if anything did
         tags = {KIND_TAG: "stage", "dvc.stage": self.name, "host": platform.node(), **git_facts(self.root)}
+        if not self.parent:
+            tags[NO_PARENT_TAG] = "none"
         self.run_id = self.tracker.create_run(self.name, tags, parent=self.parent)
         if self.spec is not None:
             self.params = stage_params(self.root, self.spec)
             self.tracker.log_params(self.run_id, self.params)
         if self.run_id:
-            print(f"[{self.tracker.label}] run {self.run_id} in pipeline run {self.parent} at {self.tracker.uri}",
+            where = (f"in pipeline run {self.parent}" if self.parent else
+                     f"with no pipeline run ({NO_PARENT_TAG}=none; `make run` and the flow open one)")
+            print(f"[{self.tracker.label}] run {self.run_id} {where} at {self.tracker.uri}",
                   file=sys.stderr, flush=True)
 
     def log_history(self, records: list[dict]) -> None:
@@ -241,8 +258,6 @@ class StageRun:
         status = "FINISHED" if ok else "KILLED" if killed or returncode < 0 else "FAILED"
         tracker.set_tags(self.run_id, {"exit_code": returncode})
         tracker.set_status(self.run_id, status)
-        if self.owns_parent:
-            tracker.set_status(self.parent, "FINISHED" if ok else "FAILED")
         line = tracker.summary()
         if line:
             print(line, file=sys.stderr, flush=True)
@@ -287,21 +302,120 @@ def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
     return returncode
 
 
+class _GroupSignals:
+    """A signal handler passing each signal this process receives on to one process group, once it exists."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.pgid: Optional[int] = None
+        self.sent = 0
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)
+        self.forward()
+
+    def forward(self) -> None:
+        """Send the signals not sent yet (those that came before the group existed, too)."""
+        while self.pgid is not None and self.sent < len(self.received):
+            signum = self.received[self.sent]
+            self.sent += 1
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (a zombie no one has reaped yet does not)."""
+    import psutil  # a dependency of DVC
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
+
+
+def _stop_group(pgid: int, grace_s: float) -> None:
+    """Wait up to `grace_s` for process group `pgid` to end, then SIGKILL what is left of it."""
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            print(f"[mlflow pipeline] the pipeline's processes still ran {grace_s:g} s later: killed", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.2)
+
+
+def run_pipeline(cmd: list[str], root: Path) -> int:
+    """Run `cmd` (e.g. `dvc repro`) as one pipeline run that its stages nest under (see the module docstring).
+
+    Args:
+        cmd: the command that runs the pipeline.
+        root: the repo root (where the tracking store is).
+    Returns:
+        The command's exit status; 128 + N when signal N interrupted it.
+    """
+    signals = _GroupSignals()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signals)
+    owner = PipelineRun(root, "mlflow pipeline", tags={"command": shlex.join(cmd)})
+    status = 1
+    try:
+        env = {**os.environ, **owner.open()}
+        if owner.run_id:
+            print(f"[mlflow pipeline] pipeline run {owner.run_id} at {owner.tracker.uri}", file=sys.stderr, flush=True)
+        if not signals.received:
+            # its own process group, for the signals; no terminal input: a prompt must not stop the pipeline
+            child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
+            signals.pgid = child.pid
+            signals.forward()  # what came while it started
+            status = child.wait()
+            if not signals.received and _group_alive(child.pid):  # DVC is gone: what it started must not outlive it
+                os.killpg(child.pid, signal.SIGTERM)
+            _stop_group(child.pid, STOP_GRACE_S)
+    except OSError as err:  # the command could not start
+        print(f"[mlflow pipeline] {shlex.join(cmd)}: {err}", file=sys.stderr)
+        status = 127
+    finally:
+        if signals.received:
+            status = 128 + signals.received[0]
+        elif status < 0:
+            status = 128 - status  # as a shell reports a signal
+        tags = {"exit_code": status}
+        if signals.received:
+            tags["interrupted_by"] = signal.Signals(signals.received[0]).name
+        line = owner.close(status == 0, tags)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+    return status
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """CLI entry point; returns the stage's exit status (128 + N when a signal N killed it)."""
+    """CLI entry point; returns the command's exit status (128 + N when a signal N killed it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m pipeline.track [--stage NAME] -- COMMAND ...", file=sys.stderr)
+        print("usage: python -m pipeline.track [--stage NAME | --pipeline] -- COMMAND ...", file=sys.stderr)
         return 2
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="python -m pipeline.track", description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", help="the stage's name in dvc.yaml (default: $DVC_STAGE, set by DVC)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--stage", help="the stage's name in dvc.yaml (default: $DVC_STAGE, set by DVC)")
+    which.add_argument("--pipeline", action="store_true",
+                       help="COMMAND runs the pipeline (dvc repro): open the run its stages nest under")
     args = parser.parse_args(argv[:split])
     cmd = argv[split + 1:]
     if not cmd:
         parser.error("no command after --")
+    if args.pipeline:
+        return run_pipeline(cmd, project_root())
     stage = args.stage or os.environ.get("DVC_STAGE")
-    if os.environ.get(OFF_ENV, "").lower() in ("0", "off", "false") or not stage:
+    if tracking_off() or not stage:
         if not stage:
             print("[mlflow] no stage name (--stage or $DVC_STAGE): running untracked", file=sys.stderr)
         returncode = subprocess.call(cmd)

@@ -3,18 +3,12 @@
     tracking URI   $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db (artifacts in <repo>/mlartifacts/)
     experiment     $MLFLOW_EXPERIMENT_NAME, else "bert-pipeline"
 
-One pipeline execution is one parent run; every stage that runs is a nested run under it
-(tag ``mlflow.parentRunId``). The parent's id reaches the stages in one of two ways:
-
-- ``MLFLOW_PARENT_RUN_ID`` in the environment: whoever starts the pipeline made the run (the Prefect
-  flow does) and owns its status; the stages only nest under it.
-- otherwise a run-id file, ``.dvc/tmp/mlflow-parent-run.json``, keyed to the DVC invocation: the
-  process that started the stage's shell (the ``dvc repro`` process: its pid and start time). The first
-  tracked stage of a ``dvc repro`` finds no entry for its invocation, creates the parent run and writes
-  the entry (under a file lock); the later stages of the same ``dvc repro`` find it and nest. A new
-  ``dvc repro`` is a new process, so a new parent; a ``dvc repro`` with nothing to do runs no stage and
-  makes no run. Each stage marks the parent finished (or failed) when it ends, so the parent's status
-  and end time are those of the last stage that ran.
+One pipeline execution is one parent run, owned by what starts the pipeline: `make run`
+(``python -m pipeline.track --pipeline -- dvc repro``) and the Prefect flow each open a ``PipelineRun``
+before any stage runs, hand its id to the stages in ``MLFLOW_PARENT_RUN_ID``, and end it themselves:
+FINISHED when the pipeline succeeded, FAILED when it failed or was interrupted. Every stage run nests
+under the id its environment gives (tag ``mlflow.parentRunId``); a stage given none (a plain
+``dvc repro`` or ``dvc exp run``) is a top-level run, tagged ``bert.pipeline_run=none``.
 
 Tracking never stops a stage: the first failure to reach the tracking store is reported in one line,
 the stage goes on untracked, and at the end one line says what could not be logged.
@@ -22,7 +16,6 @@ the stage goes on untracked, and at the end one line says what could not be logg
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -31,14 +24,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
 DEFAULT_EXPERIMENT = "bert-pipeline"
-RUN_ID_FILE = Path(".dvc") / "tmp" / "mlflow-parent-run.json"
+PARENT_ENV = "MLFLOW_PARENT_RUN_ID"  # the pipeline run's id, set by what starts the pipeline
+OFF_ENV = "BERT_TRACKING"  # 0 / off / false: no runs at all
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "bert.run_kind"  # "pipeline" or "stage"
-SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "fish", "ash", "busybox"}
+NO_PARENT_TAG = "bert.pipeline_run"  # "none" on a stage run that no pipeline run holds
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+MAX_STAGE_RUNS = 10000  # the stage runs one pipeline run is searched for when it ends
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -50,6 +45,11 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
         if (folder / ".dvc").is_dir() or (folder / "dvc.yaml").is_file():
             return folder
     return here
+
+
+def tracking_off() -> bool:
+    """Whether $BERT_TRACKING turns tracking off."""
+    return os.environ.get(OFF_ENV, "").lower() in ("0", "off", "false")
 
 
 def tracking_uri(root: Path) -> str:
@@ -118,39 +118,6 @@ def git_facts(root: Path) -> dict[str, str]:
         return {}
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
-
-
-def dvc_invocation_key() -> str:
-    """Identify the `dvc repro` that started this stage: the nearest ancestor that is not a shell.
-
-    DVC runs a stage's cmd through a shell, so the first non-shell ancestor is the DVC process; its pid
-    and start time (pids are reused, the pair is not) are the same for every stage it runs.
-    """
-    import psutil  # a dependency of DVC
-
-    proc = psutil.Process().parent()
-    while proc is not None and proc.name() in SHELLS and proc.parent() is not None:
-        proc = proc.parent()
-    if proc is None:
-        return f"pid{os.getpid()}"
-    return f"pid{proc.pid}-t{proc.create_time():.3f}"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path`.lock (stages of one invocation may start at once under some runners)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: DVC runs stages one at a time there anyway
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -297,44 +264,57 @@ def read_params(root: Path) -> dict[str, Any]:
     return flatten(values) if isinstance(values, dict) else {}
 
 
-def start_pipeline_run(tracker: Tracker, tags: Optional[dict[str, str]] = None) -> Optional[str]:
-    """Create a parent run ("pipeline <local time>") with the flattened params.yaml, git commit and host tags."""
-    run_tags = {KIND_TAG: "pipeline", "host": platform.node(), **git_facts(tracker.root), **(tags or {})}
-    run_id = tracker.create_run(time.strftime("pipeline %Y-%m-%d %H:%M:%S"), run_tags)
-    if run_id:
-        tracker.log_params(run_id, read_params(tracker.root))
-    return run_id
+class PipelineRun:
+    """The parent run of one pipeline execution, created and ended by what starts the pipeline.
 
-
-def pipeline_parent(tracker: Tracker, under_dvc: bool) -> tuple[Optional[str], bool]:
-    """The parent run a stage nests under, per the module docstring.
-
-    Args:
-        tracker: a connected tracker.
-        under_dvc: whether DVC started this stage (else a run by hand: a parent of its own).
-    Returns:
-        (run id or None when tracking is down, whether this stage manages the parent's status).
+        owner = PipelineRun(root, "mlflow pipeline", tags={"command": "dvc repro"})
+        env = {**os.environ, **owner.open()}   # MLFLOW_PARENT_RUN_ID=<id> for the stages
+        ...                                     # the stages run, each nesting its run under <id>
+        owner.close(ok)                         # FINISHED or FAILED: never left RUNNING
     """
-    given = os.environ.get("MLFLOW_PARENT_RUN_ID")
-    if given:
-        return given, False
-    if tracker.down is not None:
-        return None, False
-    key = dvc_invocation_key() if under_dvc else f"pid{os.getpid()}-t{time.time():.3f}"
-    path = tracker.root / RUN_ID_FILE
-    with file_lock(path):
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            entry = {}
-        if (entry.get("invocation") == key and entry.get("tracking_uri") == tracker.uri
-                and entry.get("experiment_id") == tracker.experiment_id and entry.get("run_id")):
-            return entry["run_id"], True
-        run_id = start_pipeline_run(tracker, tags={"dvc.invocation": key})
-        if run_id:
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"invocation": key, "run_id": run_id, "tracking_uri": tracker.uri,
-                                       "experiment_id": tracker.experiment_id}), encoding="utf-8")
-            os.replace(tmp, path)
-        return run_id, True
 
+    def __init__(self, root: Path, label: str, tags: Optional[dict[str, str]] = None):
+        self.tracker = Tracker(root, label=label)
+        self.tags = tags or {}
+        self.run_id: Optional[str] = None
+
+    def open(self) -> dict[str, str]:
+        """Create the run ("pipeline <local time>") with the flattened params.yaml, git commit and host tags.
+
+        Returns:
+            The variables to add to the stages' environment: {MLFLOW_PARENT_RUN_ID: id}; {BERT_TRACKING: "off"}
+            when the store is unavailable (said once here, so the stages need not each say it again); {} when
+            $BERT_TRACKING is off.
+        """
+        if tracking_off():
+            return {}
+        if self.tracker.connect():
+            tags = {KIND_TAG: "pipeline", "host": platform.node(), **git_facts(self.tracker.root), **self.tags}
+            self.run_id = self.tracker.create_run(time.strftime("pipeline %Y-%m-%d %H:%M:%S"), tags)
+        if not self.run_id:
+            return {OFF_ENV: "off"}
+        self.tracker.log_params(self.run_id, read_params(self.tracker.root))
+        return {PARENT_ENV: self.run_id}
+
+    def close(self, ok: bool, tags: Optional[dict[str, Any]] = None) -> Optional[str]:
+        """End the run: FINISHED if `ok`, else FAILED; first, as KILLED, any stage run under it still RUNNING
+        (a stage killed outright cannot end its own run).
+
+        Args:
+            ok: whether the pipeline succeeded.
+            tags: more tags for the run; ``stages_run`` (the number of stage runs under it) is added.
+        Returns:
+            The tracker's line on what could not be logged, or None.
+        """
+        tracker, run_id = self.tracker, self.run_id
+        if run_id:
+            query = f"tags.`{PARENT_TAG}` = '{run_id}'"
+            stages = tracker.call("stage runs", lambda: tracker.client.search_runs(
+                [tracker.experiment_id], query, max_results=MAX_STAGE_RUNS))
+            for run in stages or []:
+                if run.info.status == "RUNNING":
+                    tracker.set_status(run.info.run_id, "KILLED")
+            counted = {"stages_run": len(stages)} if stages is not None else {}
+            tracker.set_tags(run_id, {**counted, **(tags or {})})
+            tracker.set_status(run_id, "FINISHED" if ok else "FAILED")
+        return tracker.summary()

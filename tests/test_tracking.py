@@ -1,21 +1,28 @@
-"""MLflow tracking: one pipeline run per `dvc repro`, nested stage runs, what they log; the tracker alone.
+"""MLflow tracking: one pipeline run per `make run`, nested stage runs, what they log; who owns the pipeline
+run; the tracker alone.
 
-The pipeline tests run the real dvc.yaml with the real `dvc` in a temporary copy of the repo, on a tiny
-random-init model (hidden 32, 2 layers, the packaged vocab) and a few generated examples. The helpers
-here (tiny_project, tool_env, ...) are shared with test_flow.py and test_prefect_deploy.py.
+The pipeline tests run the real dvc.yaml with the real `dvc` (through `make run`'s command) in a temporary
+copy of the repo, on a tiny random-init model (hidden 32, 2 layers, the packaged vocab) and a few generated
+examples. The ownership tests run a two-stage dvc.yaml of their own. The helpers here (tiny_project,
+tool_env, ...) are shared with test_flow.py and test_prefect_deploy.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +100,21 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
-def dvc_repro(project: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", *args], cwd=project, env=tool_env(),
+def make_run_command(project: Path) -> str:
+    """The command `make run` runs the pipeline with (read with `make -n`: the install steps are not run)."""
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    venv = Path(sys.executable).parent.parent
+    planned = subprocess.run(["make", "-n", "run", f"VENV={venv}"], cwd=project, env=tool_env(),
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    (line,) = [x for x in planned if " -m pipeline.track --pipeline -- " in x]
+    assert line.endswith("/dvc repro"), line
+    return line
+
+
+def make_run(project: Path, timeout: float = 400) -> subprocess.CompletedProcess:
+    """`make run` in `project`: DVC's pipeline under one MLflow pipeline run."""
+    done = subprocess.run(make_run_command(project), shell=True, cwd=project, env=tool_env(),
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done
@@ -149,7 +169,7 @@ def leaves(value: Any, prefix: str = "") -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# `dvc repro` of the tiny demo, then again with another learning rate
+# `make run` of the tiny demo, then again with another learning rate
 
 
 @dataclass
@@ -165,11 +185,9 @@ class ReproRecord:
 
 @pytest.fixture(scope="module")
 def two_repros(tmp_path_factory, tiny_model) -> ReproRecord:
-    import time
-
     project = tiny_project(tmp_path_factory.mktemp("tracked") / "repo", tiny_model)
     start = time.perf_counter()
-    dvc_repro(project)
+    make_run(project)
     seconds = time.perf_counter() - start
     record = ReproRecord(
         project, all_runs(mlflow_client(project)), lock_stages(project),
@@ -179,13 +197,13 @@ def two_repros(tmp_path_factory, tiny_model) -> ReproRecord:
     from pipeline.overrides import apply_overrides
 
     apply_overrides(project / "params.yaml", {"finetune.learning_rate": 3e-4})  # was 1e-4
-    dvc_repro(project)
+    make_run(project)
     return record
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_dvc_repro_makes_one_pipeline_run_with_a_nested_run_per_stage(two_repros):
+def test_make_run_makes_one_pipeline_run_with_a_nested_run_per_stage(two_repros):
     runs = two_repros.runs_after_first
     parents = pipeline_runs(runs)
     assert len(parents) == 1
@@ -194,6 +212,9 @@ def test_dvc_repro_makes_one_pipeline_run_with_a_nested_run_per_stage(two_repros
     assert set(kids) == set(two_repros.lock_after_first)  # every stage DVC ran, by DVC's name
     assert len(runs) == 1 + len(kids)  # nothing else: no run per process or per rank
     assert {r.info.status for r in runs} == {"FINISHED"}
+    tags = parent.data.tags
+    assert tags["command"].endswith("/dvc repro") and tags["exit_code"] == "0"
+    assert tags["stages_run"] == str(len(kids))
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=two_repros.project, capture_output=True,
                           text=True).stdout.strip()
     assert parent.data.tags["mlflow.source.git.commit"] == head
@@ -328,6 +349,161 @@ def test_every_command_in_dvc_yaml_goes_through_the_tracker():
 
 
 # ---------------------------------------------------------------------------------------------
+# Who owns the pipeline run: what starts the pipeline (`make run`'s launcher, the flow), never a stage
+
+STAGE_OK = "import pathlib; pathlib.Path('a.txt').write_text('a')"
+STAGE_FAILS = "import pathlib, sys; pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text()); sys.exit(3)"
+STAGE_SLEEPS = "import os, pathlib, time; pathlib.Path('stage.pid').write_text(str(os.getpid())); time.sleep(300)"
+
+
+def two_stage_project(folder: Path, second: str) -> Path:
+    """A DVC project (no git) of two tracked stages: `first` writes a.txt, `second` runs `second` on it."""
+    import yaml
+
+    def tracked(code: str) -> str:
+        return f"python -m pipeline.track -- python -c {shlex.quote(code)}"
+
+    folder.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=folder, env=tool_env(), check=True)
+    stages = {"first": {"cmd": tracked(STAGE_OK), "outs": ["a.txt"]},
+              "second": {"cmd": tracked(second), "deps": ["a.txt"], "outs": ["b.txt"]}}
+    (folder / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    return folder
+
+
+def project_env() -> dict[str, str]:
+    return tool_env(PYTHONPATH=str(REPO_ROOT))  # `python -m pipeline.track`: this checkout's
+
+
+def launch(project: Path, **kwargs: Any) -> subprocess.Popen:
+    """`make run`'s launcher over `dvc repro` in `project`, in a session of its own."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline.track", "--pipeline", "--", sys.executable, "-m", "dvc",
+                             "repro"], cwd=project, env=project_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+def test_make_run_is_the_launcher_over_dvc_repro():
+    line = make_run_command(REPO_ROOT)
+    assert " -m pipeline.track --pipeline -- " in line and line.endswith("/dvc repro")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_a_failing_stage_leaves_the_pipeline_run_failed(tmp_path):
+    project = two_stage_project(tmp_path / "p", STAGE_FAILS)
+    out, err = launch(project).communicate(timeout=300)
+    assert "exited with 3" in err, err[-3000:]
+    runs = all_runs(mlflow_client(project))
+    (parent,) = pipeline_runs(runs)
+    kids = children(runs, parent)
+    assert len(runs) == 3 and set(kids) == {"first", "second"}
+    assert (parent.info.status, kids["first"].info.status, kids["second"].info.status) == \
+        ("FAILED", "FINISHED", "FAILED")
+    assert parent.data.tags["exit_code"] != "0" and parent.data.tags["stages_run"] == "2"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_plain_dvc_repro_makes_top_level_stage_runs_and_no_pipeline_run(tmp_path):
+    project = two_stage_project(tmp_path / "p", STAGE_OK.replace("a.txt", "b.txt"))
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=project_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "with no pipeline run" in done.stderr
+    runs = all_runs(mlflow_client(project))
+    assert pipeline_runs(runs) == []
+    assert sorted(r.info.run_name for r in runs) == ["first", "second"]
+    for run in runs:
+        assert "mlflow.parentRunId" not in run.data.tags and run.info.status == "FINISHED"
+        assert (run.data.tags["bert.pipeline_run"], run.data.tags["bert.run_kind"]) == ("none", "stage")
+    assert not (project / ".dvc" / "tmp" / "mlflow-parent-run.json").exists()  # nothing found by ancestry
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # ended; nothing here reaps orphans
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_launcher_fails_the_pipeline_run_and_stops_everything(tmp_path, signum):
+    """DVC ignores SIGINT while a stage runs and dies of SIGTERM without stopping it: the launcher stops both."""
+    import psutil
+
+    project = two_stage_project(tmp_path / "p", STAGE_SLEEPS)
+    db = project / "mlflow.db"
+
+    def stage_run_started() -> bool:
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
+                return con.execute("select count(*) from runs where name = 'second'").fetchone()[0] == 1
+        except sqlite3.Error:
+            return False
+
+    launcher = launch(project)
+    started: list = []
+    try:
+        deadline = time.monotonic() + 240
+        while not ((project / "stage.pid").is_file() and stage_run_started()):
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
+            time.sleep(0.2)
+        started = psutil.Process(launcher.pid).children(recursive=True)
+        stage_pid = int((project / "stage.pid").read_text())
+        assert stage_pid in {p.pid for p in started}
+        os.kill(launcher.pid, signum)  # the launcher alone, as `kill` does (Ctrl-C reaches make and it)
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        for proc in [launcher, *started]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+    assert launcher.returncode == 128 + signum, err[-3000:]
+    assert all(_gone(p.pid) for p in started), [p for p in started if not _gone(p.pid)]
+    runs = all_runs(mlflow_client(project))
+    (parent,) = pipeline_runs(runs)
+    kids = children(runs, parent)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["interrupted_by"] == signal.Signals(signum).name
+    assert (kids["first"].info.status, kids["second"].info.status) == ("FINISHED", "KILLED")
+    assert not (project / "b.txt").exists()
+
+
+def test_the_pipeline_run_ends_stage_runs_left_running_and_is_never_left_running(tmp_path, monkeypatch):
+    """A stage killed outright cannot end its own run: the pipeline run's owner ends it as KILLED."""
+    from pipeline.tracking import PipelineRun
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "BERT_TRACKING"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "params.yaml").write_text("finetune:\n  learning_rate: 1.0e-4\n")
+    owner = PipelineRun(tmp_path, "mlflow test", tags={"command": "dvc repro"})
+    env = owner.open()
+    assert env == {"MLFLOW_PARENT_RUN_ID": owner.run_id}
+    tracker = owner.tracker
+    done = tracker.create_run("done", {}, parent=owner.run_id)
+    tracker.set_status(done, "FINISHED")
+    killed = tracker.create_run("killed", {}, parent=owner.run_id)  # never ended by its stage
+    assert owner.close(False, {"exit_code": 137}) is None  # nothing went unlogged
+    client = mlflow_client(tmp_path)
+    parent = client.get_run(env["MLFLOW_PARENT_RUN_ID"])
+    assert (parent.info.status, parent.data.tags["stages_run"], parent.data.tags["exit_code"]) == ("FAILED", "2", "137")
+    assert parent.data.params == {"finetune.learning_rate": "0.0001"} and parent.data.tags["command"] == "dvc repro"
+    assert (client.get_run(done).info.status, client.get_run(killed).info.status) == ("FINISHED", "KILLED")
+    monkeypatch.setenv("BERT_TRACKING", "off")
+    off = PipelineRun(tmp_path, "mlflow test")
+    assert off.open() == {} and off.run_id is None and off.close(True) is None
+    assert len(all_runs(client)) == 3
+    monkeypatch.delenv("BERT_TRACKING")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    down = PipelineRun(tmp_path, "mlflow test")
+    assert down.open() == {"BERT_TRACKING": "off"}  # said once here; the stages need not each say it
+    assert "not logged to MLflow" in down.close(False)
+
+
+# ---------------------------------------------------------------------------------------------
 # The tracker alone
 
 
@@ -357,19 +533,6 @@ def test_history_tail_waits_for_whole_lines(tmp_path):
     assert history_points(records + [{"step": 1, "loss": 9.0}], logged) == \
         [("loss", 0.25, 2), ("learning_rate", 1e-4, 2)]
     assert logged == {1, 2}
-
-
-def test_invocation_key_is_the_launching_process():
-    """Two commands a process starts through a shell share its key (as DVC's stages do); another process differs."""
-    probe = f"{sys.executable} -c 'from pipeline.tracking import dvc_invocation_key as k; print(k())' && true"
-    launcher = f"import subprocess\nfor _ in range(2): subprocess.run({probe!r}, shell=True)"
-    keys = []
-    for _ in range(2):
-        out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, env=tool_env(),
-                             cwd=REPO_ROOT).stdout.split()
-        assert len(out) == 2 and out[0] == out[1], out
-        keys.append(out[0])
-    assert keys[0] != keys[1]
 
 
 def free_port() -> int:
@@ -420,7 +583,8 @@ def test_history_is_logged_live_while_the_stage_runs(tmp_path):
     client = mlflow_client(tmp_path)
     runs = all_runs(client)
     parents = pipeline_runs(runs)
-    assert len(parents) == 1 and set(children(runs, parents[0])) == {"train"}  # by hand: a parent of its own
-    run = children(runs, parents[0])["train"]
+    assert parents == [] and [r.info.run_name for r in runs] == ["train"]  # by hand, no parent given: on its own
+    run = runs[0]
+    assert run.data.tags["bert.pipeline_run"] == "none" and "mlflow.parentRunId" not in run.data.tags
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [(1, 1.0), (2, 0.5)]
     assert run.info.status == "FINISHED"
