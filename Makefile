@@ -43,7 +43,7 @@ run: $(VENV)/.pipeline-$(HASH)
 	@echo "Report: reports/report.md (and reports/report.html)"
 
 pretrain: $(VENV)/.pipeline-$(HASH)
-	$(BIN_PATH) $(VENV)/bin/dvc repro pretrain/dvc.yaml
+	$(BIN_PATH) $(PY) -m pipeline.track --pipeline -- $(VENV)/bin/dvc repro pretrain/dvc.yaml
 
 flow: $(VENV)/.pipeline-$(HASH)
 	$(BIN_PATH) $(PY) -m pipeline.flow
