@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from bert.file_utils import cached_path
+from bert.text.truncation import truncate_seq_pair  # noqa: F401 (a public name here too)
 from bert.io.releases import archive_map
 
 logger = logging.getLogger(__name__)
@@ -331,21 +332,6 @@ class Encoding:
     input_ids: list[int]
     token_type_ids: list[int]
     attention_mask: list[int]
-
-
-def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> None:
-    """Truncate in place, one token at a time from the longer list (B on ties), as Google does.
-
-    Args:
-        tokens_a: first sequence.
-        tokens_b: second sequence.
-        max_length: the most tokens both may have together.
-    """
-    while len(tokens_a) + len(tokens_b) > max_length:
-        if len(tokens_a) > len(tokens_b):
-            tokens_a.pop()
-        else:
-            tokens_b.pop()
 
 
 # Contractions and punctuation glued back on decoding (the `tokenizers` WordPiece decoder's cleanup).

@@ -27,23 +27,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from bert.engine import checkpoint as ckpt
+from bert.engine.batch import Batch, to_device
 from bert.engine.config import FitResult, TrainConfig
 from bert.engine.distributed import DistContext
 from bert.engine.optim import build_optimizer
 from bert.engine.precision import Precision
 from bert.engine.row_grads import RowGradients
 from bert.engine.sampler import DistributedLengthGroupedSampler, StepPlan
-from bert.model.plan import Packing
 
 logger = logging.getLogger(__name__)
 
-Batch = dict[str, Any]
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """Move a batch's tensors (and its Packing) to `device`; other values pass through."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, (torch.Tensor, Packing)) else v
-            for k, v in batch.items()}
 
 
 def seed_everything(seed: int) -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from bert.engine.distributed import DistContext
-from bert.engine.loop import to_device
+from bert.engine.batch import to_device
 from bert.engine.precision import Precision
 from bert.engine.sampler import eval_shard
 

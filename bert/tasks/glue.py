@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from bert.io.fileio import atomic_write_text
-from bert.tokenization import truncate_seq_pair
 from bert.tasks.records import DataFormatError, InputExample, InputFeatures, Tokenizer, read_utf8
+from bert.text.truncation import truncate_seq_pair
 
 logger = logging.getLogger(__name__)
 
