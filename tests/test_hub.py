@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -124,6 +127,33 @@ def test_fetch_convert_then_served_from_cache_offline(server, release, tmp_path)
     assert tokenizer.do_lower_case and tokenizer.tokenize("W3 w7") == ["w3", "w7"]
     assert hub.resolve_model_dir("BERT-base-uncased", cache_dir=cache) == folder
     assert len(server.log) == 1
+
+
+NO_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # `import tensorflow` (and any tensorflow.x) now fails as if not installed
+from bert.cli.commands import main
+code = main(sys.argv[1:])
+assert not any(m.startswith("tensorflow") and sys.modules[m] is not None for m in sys.modules)
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.xdist_group("tensorflow")
+def test_download_and_conversion_need_no_tensorflow(server, release, tmp_path):
+    """`bert download` of a Google release where TensorFlow cannot be imported (the `make run` install)."""
+    archive, weights = release
+    server.files[BASE_PATH] = archive
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # the server's URL is in it
+    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "-q", "download", "bert-base-uncased",
+                           "--cache-dir", str(cache)], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = Path(done.stdout.strip())
+    assert folder == cache / "models" / "bert-base-uncased" and server.log == [(BASE_PATH, None)]
+    converted = load_file(str(folder / "model.safetensors"))
+    assert sorted(converted) == sorted(weights) and all(torch.equal(converted[k], weights[k]) for k in weights)
 
 
 @pytest.mark.xdist_group("tensorflow")

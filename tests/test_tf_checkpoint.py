@@ -27,6 +27,7 @@ from bert.formats.tf_checkpoint import (
     CheckpointMismatchError,
     load_tf_variables,
     detect_head,
+    place_tf_variables,
     read_tf_checkpoint,
     state_dict_to_tf,
     write_tf_checkpoint,
@@ -201,6 +202,24 @@ def test_converts_to_identical_weights_and_hidden_states(google, converted):
         expected, expected_pooled = reference(input_ids, token_type_ids, attention_mask)
     assert len(layers) == 6 and all(torch.equal(a, b) for a, b in zip(layers, expected))
     assert torch.equal(pooled, expected_pooled)
+
+
+def test_our_reader_reads_what_tensorflow_reads(google, converted):
+    """bert.formats.tf_reader (no TensorFlow) against TF's own reader on the whole MiniLM release, Adam slots
+    and global_step included; and the conversion made from TF's arrays is the one convert_tf_checkpoint wrote."""
+    folder, _, _ = google
+    oracle = tf.train.load_checkpoint(str(folder / "bert_model.ckpt"))
+    theirs = {name: oracle.get_tensor(name) for name in oracle.get_variable_to_shape_map()}
+    ours = read_tf_checkpoint(folder / "bert_model.ckpt", include_optimizer=True)
+    assert sorted(ours) == sorted(theirs)
+    for name, array in ours.items():
+        assert array.dtype == theirs[name].dtype and np.array_equal(array, theirs[name]), name
+    config = BertConfig.from_json_file(folder / "bert_config.json")
+    placed, skipped = place_tf_variables(theirs, parameter_shapes(config, "model"), config.num_hidden_layers,
+                                         "BertModel")
+    written = load_file(str(converted / "model.safetensors"))
+    assert len(skipped) == 2 * len(placed) + 1  # the slots and the step
+    assert sorted(placed) == sorted(written) and all(np.array_equal(placed[k], written[k].numpy()) for k in placed)
 
 
 def test_export_then_convert_is_identity(google, converted, tmp_path):

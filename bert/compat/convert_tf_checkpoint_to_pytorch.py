@@ -31,7 +31,6 @@ def convert_tf_checkpoint_to_pytorch(tf_checkpoint_path: str | os.PathLike, bert
 
     Raises:
         ValueError: an unreadable config or checkpoint, or an encoder weight missing from it.
-        MissingTensorFlowError: reading the checkpoint needs TensorFlow.
     """
     config = BertConfig.from_json_file(bert_config_file)
     logger.info("Building PyTorch model from configuration: %s", config)

@@ -99,7 +99,6 @@ def convert_tf_checkpoint(tf_checkpoint: str | os.PathLike, bert_config: str | o
         out_dir.
     Raises:
         ValueError: a missing config, an unreadable checkpoint, or a CheckpointMismatchError.
-        MissingTensorFlowError: TensorFlow is not installed.
     """
     if head != "auto" and head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected auto or one of {', '.join(HEADS)}")
@@ -142,6 +141,8 @@ def export_tf_checkpoint(model_dir: str | os.PathLike, out_prefix: str | os.Path
         out_prefix: e.g. ``out/bert_model.ckpt``.
     Returns:
         The prefix.
+    Raises:
+        MissingTensorFlowError: TensorFlow is not installed (writing needs it; reading does not).
     """
     model_dir, out_prefix = Path(model_dir), Path(out_prefix)
     if not model_dir.is_dir():

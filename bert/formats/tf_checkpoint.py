@@ -1,13 +1,14 @@
 """Google's TensorFlow BERT checkpoints to our models and back, through one explicit name map.
 
-    bert_model.ckpt.{index,data-*} ──TF──► {google name: array} ──NAME MAP──► model ──► config.json
-                                                                                    model.safetensors
+    bert_model.ckpt.{index,data-*} ──tf_reader──► {google name: array} ──NAME MAP──► model ──► config.json
+                                                                                           model.safetensors
 
 Dense kernels are stored [in, out] by TF and [out, in] by torch.nn.Linear, so they are transposed;
 ``output_weights`` variables (classifier, NSP, SQuAD) are already [out, in] and are not. Optimizer
 slots and counters (``adam_m``, ``adam_v``, ``AdamWeightDecayOptimizer*``, ``global_step``) are skipped;
 anything else the map does not place is an error that lists every unfilled parameter and every unused
-variable with their shapes. TensorFlow is imported only here, and only when a checkpoint is touched.
+variable with their shapes. Reading needs no TensorFlow (bert.formats.tf_reader parses the files); writing
+imports it, only here and only when a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from bert.formats.tf_reader import CheckpointReader
 from bert.model.weights import IGNORED_KEYS, TIED_KEYS, normalize_key
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def import_tensorflow():
         import tensorflow as tf
     except ImportError:
         raise MissingTensorFlowError(
-            "reading or writing TensorFlow checkpoints needs TensorFlow: pip install .[tf]  "
+            "writing TensorFlow checkpoints needs TensorFlow: pip install .[tf]  "
             "(or pip install tensorflow-cpu)"
         ) from None
     return tf
@@ -157,26 +159,23 @@ def checkpoint_prefix(path: str | os.PathLike) -> Path:
 
 
 def read_tf_checkpoint(prefix: str | os.PathLike, include_optimizer: bool = False) -> dict[str, np.ndarray]:
-    """The variables of a TF checkpoint as numpy arrays, by their TF names.
+    """The variables of a TF checkpoint as numpy arrays, by their TF names, without TensorFlow.
+
+    Every tensor read is checked against its stored CRC32C. String tensors (an object-based checkpoint's
+    ``_CHECKPOINTABLE_OBJECT_GRAPH``) are left out; bfloat16 variables come back as float32 (exactly).
 
     Args:
         prefix: the checkpoint (see checkpoint_prefix for accepted forms).
         include_optimizer: also read Adam slots and counters (twice the model's size, never converted).
     Returns:
-        {name: array}.
+        {name: array}, sorted by name.
     Raises:
-        MissingTensorFlowError, ValueError: no TensorFlow, or an unreadable checkpoint.
+        ValueError: one line naming the file: no checkpoint there, or a missing, truncated or corrupt file
+            (see bert.formats.tf_reader.CheckpointReader).
     """
-    prefix = checkpoint_prefix(prefix)
-    tf = import_tensorflow()
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-        names = sorted(reader.get_variable_to_shape_map())
-        return {name: np.asarray(reader.get_tensor(name)) for name in names
-                if include_optimizer or not is_optimizer_variable(name)}
-    except Exception as err:  # OpError, and IndexError / ValueError from a truncated data file alike
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{prefix}: not a readable TF checkpoint ({reason[:200]})") from None
+    reader = CheckpointReader(checkpoint_prefix(prefix))
+    return {name: reader.read(name) for name, entry in sorted(reader.entries.items())
+            if entry.dtype != "string" and (include_optimizer or not is_optimizer_variable(name))}
 
 
 def write_tf_checkpoint(variables: Mapping[str, np.ndarray], prefix: str | os.PathLike) -> Path:
@@ -361,7 +360,7 @@ def load_tf_weights_in_bert(model: torch.nn.Module, tf_checkpoint_path: str | os
         `model`.
     Raises:
         CheckpointMismatchError: an encoder parameter is not in the checkpoint, or a shape differs.
-        MissingTensorFlowError: TensorFlow is not installed.
+        ValueError: an unreadable checkpoint.
     """
     variables = read_tf_checkpoint(tf_checkpoint_path)
     load_tf_variables(model, variables, str(tf_checkpoint_path), allow_unused_heads=True, allow_missing_heads=True)

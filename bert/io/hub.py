@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 from bert.formats.convert import convert_tf_checkpoint, locate_google_checkpoint
-from bert.formats.tf_checkpoint import MissingTensorFlowError
 from bert.io.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
 from bert.io.download import ChecksumError, DownloadError, download, file_lock
 from bert.io.fileio import atomic_path, atomic_write_text
@@ -70,7 +69,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike, cache_dir: str | os.PathL
     Raises:
         HubError: an unknown name, a failed download (naming the URL and how to place the file by hand),
             a corrupt or hostile archive.
-        MissingTensorFlowError: conversion needs TensorFlow (the archive is kept for later).
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -121,8 +119,6 @@ def fetch_release(release: Release, cache_dir: str | os.PathLike | None = None, 
         except (CorruptArchiveError, UnsafeArchiveError) as err:
             archive.unlink()  # useless as it is: the next call downloads it again
             raise HubError(f"{release.url}: {err} (the download was deleted)") from None
-        except MissingTensorFlowError as err:
-            raise MissingTensorFlowError(f"{release.name}: downloaded to {archive}; {err}") from None
         archive.unlink()  # the converted folder is all that is needed from now on
     logger.info("%s: converted into %s", release.name, folder)
     return folder
