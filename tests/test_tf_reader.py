@@ -1,6 +1,7 @@
-"""bert.formats.tf_reader against TensorFlow itself: checkpoints that TF writes (its tf.compat.v1 Saver,
-sharded, as Estimator and Google's scripts did; its object-based tf.train.Checkpoint) read to identical
-arrays, every dtype BERT uses, optimizer slots and a 64 MiB tensor among them; damaged files are one line.
+"""bert.formats.tf_reader and tf_writer against TensorFlow itself: checkpoints that TF writes (its
+tf.compat.v1 Saver, sharded, as Estimator and Google's scripts did; its object-based tf.train.Checkpoint)
+read to identical arrays, every dtype BERT uses, optimizer slots and a 64 MiB tensor among them; damaged
+files are one line; what we write is what TF's SaveV2 writes, byte for byte.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 
 from bert.formats import tf_reader
-from bert.formats.tf_checkpoint import read_tf_checkpoint
+from bert.formats.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
 from bert.formats.tf_reader import CheckpointFormatError, CheckpointReader, crc32c
+from bert.formats.tf_writer import write_checkpoint
 
 pytestmark = pytest.mark.xdist_group("tensorflow")  # one TF import per worker, not one per test file
 
@@ -343,6 +345,45 @@ def test_a_flipped_tensor_byte_fails_in_tensorflow_too_and_spares_the_rest(tf, s
     for other in reader.entries:  # every other tensor still reads, identical
         if other != name:
             assert reader.read(other).tobytes() == CheckpointReader(small).read(other).tobytes(), other
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing.
+
+
+def test_what_we_write_is_what_tensorflow_writes(tf, tmp_path):
+    """write_checkpoint and TF's SaveV2 on the same tensors: identical .index and .data files (every dtype,
+    bfloat16 from ml_dtypes' numpy type, UTF-8 names; 15000 keys, whose index takes two data blocks and
+    shortened separator keys), and TF's reader gives the tensors back."""
+    every = {**variables(), "global_step": np.array(1000, np.int64), "caf\u00e9/\u00fcber": np.ones(2, np.float32),
+             "bf16/kernel": bf16_values().astype(tf.bfloat16.as_numpy_dtype)}
+    many = {f"bert/encoder/layer_{i}/attention/self/query/slot_{j}": np.float32(i - j)
+            for i in range(300) for j in range(50)}
+    for case, values in (("every", every), ("many", many)):
+        names = sorted(values)
+        with tf.device("/CPU:0"):
+            tf.raw_ops.SaveV2(prefix=str(tmp_path / case / "tf"), tensor_names=names,
+                              shape_and_slices=[""] * len(names), tensors=[tf.constant(values[n]) for n in names])
+        ours = write_checkpoint(values, tmp_path / case / "ours")
+        for suffix in (".index", ".data-00000-of-00001"):
+            theirs = (tmp_path / case / f"tf{suffix}").read_bytes()
+            assert (tmp_path / case / f"ours{suffix}").read_bytes() == theirs, (case, suffix)
+        oracle = tf.train.load_checkpoint(str(ours))
+        assert sorted(oracle.get_variable_to_shape_map()) == names
+        for name in names if case == "every" else names[::997]:
+            theirs = oracle.get_tensor(name)
+            assert theirs.dtype == values[name].dtype and theirs.tobytes() == values[name].tobytes(), name
+    assert len(blocks((tmp_path / "many" / "ours.index").read_bytes())) == 3  # the index and two data blocks
+
+
+def test_writing_refuses_what_checkpoints_cannot_hold(tmp_path):
+    for bad, fragment in (({"words": np.array(["a", "b"])}, "variable 'words'"),
+                          ({"": np.ones(1, np.float32)}, "an empty name")):
+        with pytest.raises(ValueError) as info:
+            write_tf_checkpoint({"fine": np.ones(2, np.float32), **bad}, tmp_path / "out" / "model.ckpt")
+        assert "\n" not in str(info.value) and str(tmp_path / "out" / "model.ckpt") in str(info.value)
+        assert fragment in str(info.value)
+        assert not list((tmp_path / "out").iterdir())  # nothing written, no temporary left
 
 
 # ----------------------------------------------------------------------------------------------

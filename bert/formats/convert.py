@@ -141,8 +141,6 @@ def export_tf_checkpoint(model_dir: str | os.PathLike, out_prefix: str | os.Path
         out_prefix: e.g. ``out/bert_model.ckpt``.
     Returns:
         The prefix.
-    Raises:
-        MissingTensorFlowError: TensorFlow is not installed (writing needs it; reading does not).
     """
     model_dir, out_prefix = Path(model_dir), Path(out_prefix)
     if not model_dir.is_dir():

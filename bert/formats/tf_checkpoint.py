@@ -7,8 +7,8 @@ Dense kernels are stored [in, out] by TF and [out, in] by torch.nn.Linear, so th
 ``output_weights`` variables (classifier, NSP, SQuAD) are already [out, in] and are not. Optimizer
 slots and counters (``adam_m``, ``adam_v``, ``AdamWeightDecayOptimizer*``, ``global_step``) are skipped;
 anything else the map does not place is an error that lists every unfilled parameter and every unused
-variable with their shapes. Reading needs no TensorFlow (bert.formats.tf_reader parses the files); writing
-imports it, only here and only when a checkpoint is written.
+variable with their shapes. Neither reading nor writing needs TensorFlow: bert.formats.tf_reader and
+bert.formats.tf_writer handle the files themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bert.formats.tf_reader import CheckpointReader
+from bert.formats.tf_writer import write_checkpoint
 from bert.model.weights import IGNORED_KEYS, TIED_KEYS, normalize_key
 
 logger = logging.getLogger(__name__)
@@ -37,29 +38,8 @@ GOOGLE_CONFIG_FIELDS = (
 )  # fmt: skip
 _OPTIMIZER_PARTS = ("adam_m", "adam_v", "global_step")
 
-class MissingTensorFlowError(ImportError):
-    """TensorFlow is not installed (it is an optional extra)."""
-
-
 class CheckpointMismatchError(ValueError):
     """The checkpoint's variables and the model's parameters do not line up."""
-
-
-def import_tensorflow():
-    """Import TensorFlow on first use, quietly.
-
-    Raises:
-        MissingTensorFlowError: one line saying how to install it.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ banner on every conversion
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise MissingTensorFlowError(
-            "writing TensorFlow checkpoints needs TensorFlow: pip install .[tf]  "
-            "(or pip install tensorflow-cpu)"
-        ) from None
-    return tf
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,29 +159,29 @@ def read_tf_checkpoint(prefix: str | os.PathLike, include_optimizer: bool = Fals
 
 
 def write_tf_checkpoint(variables: Mapping[str, np.ndarray], prefix: str | os.PathLike) -> Path:
-    """Write a name-based (TF1 ``tf.train.Saver``-style) checkpoint: ``prefix.index`` + ``prefix.data-*``.
+    """Write a name-based (TF1 ``tf.train.Saver``-style) checkpoint: ``prefix.index`` + ``prefix.data-*``,
+    the files TF's SaveV2 would write, without TensorFlow (bert.formats.tf_writer).
 
     Google's scripts restore it with ``tf.train.init_from_checkpoint``. Written under a temporary
     prefix and renamed into place (data first, so a reader never sees an index without its data).
 
     Returns:
         The prefix.
+    Raises:
+        ValueError: a variable TF checkpoints cannot hold (names it and the prefix); nothing is written.
     """
-    tf = import_tensorflow()
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    names = sorted(variables)
     tmp = prefix.with_name(f".{prefix.name}.{os.getpid()}.tmp")
-    with tf.device("/CPU:0"):
-        tf.raw_ops.SaveV2(
-            prefix=str(tmp),
-            tensor_names=names,
-            shape_and_slices=[""] * len(names),
-            tensors=[tf.constant(np.ascontiguousarray(variables[n])) for n in names],
-        )
-    written = sorted(tmp.parent.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index")
-    for path in written:
-        os.replace(path, prefix.with_name(prefix.name + path.name[len(tmp.name):]))
+    try:
+        write_checkpoint(variables, tmp)
+        for path in sorted(tmp.parent.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index"):
+            os.replace(path, prefix.with_name(prefix.name + path.name[len(tmp.name):]))
+    except ValueError as err:  # raised before any file is written
+        raise ValueError(f"{prefix}: {err}") from None
+    finally:
+        for path in tmp.parent.glob(tmp.name + ".*"):  # left only when writing failed
+            path.unlink()
     return prefix
 
 

@@ -19,6 +19,8 @@ The table (tensorflow/core/lib/io/format.h; LevelDB's doc/table_format.md):
 
 Every block's checksum and every tensor's checksum (CRC32C of its bytes, masked, in its BundleEntryProto)
 are verified, so a flipped bit is an error, never a wrong weight. Errors are one line naming the file.
+Partitioned (sliced) variables and string tensors are listed but not read. bert.formats.tf_writer writes
+the format.
 
 Dtypes come back as numpy's, except bfloat16, which numpy lacks: it is returned as float32 (exactly: a
 bfloat16 is the top half of a float32), and the entry's ``dtype`` still says ``bfloat16``.
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CheckpointReader", "TensorEntry", "crc32c", "data_file_name"]
+__all__ = ["CheckpointFormatError", "CheckpointReader", "TensorEntry", "crc32c", "data_file_name", "mask_crc32c"]
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # two BlockHandles padded to 40 bytes, then the magic number
@@ -49,7 +51,7 @@ _NO_COMPRESSION, _SNAPPY = 0, 1
 _BUNDLE_VERSION = 1  # tensor_bundle.h kTensorBundleVersion: a bundle whose min_consumer exceeds it is newer
 
 # tensorflow/core/framework/types.proto: DataType -> (our name, numpy dtype or None when not a number array).
-_DTYPES: dict[int, tuple[str, np.dtype | None]] = {
+DTYPES: dict[int, tuple[str, np.dtype | None]] = {
     1: ("float32", np.dtype("<f4")), 2: ("float64", np.dtype("<f8")), 3: ("int32", np.dtype("<i4")),
     4: ("uint8", np.dtype("u1")), 5: ("int16", np.dtype("<i2")), 6: ("int8", np.dtype("i1")),
     7: ("string", None), 8: ("complex64", np.dtype("<c8")), 9: ("int64", np.dtype("<i8")),
@@ -58,7 +60,7 @@ _DTYPES: dict[int, tuple[str, np.dtype | None]] = {
     18: ("complex128", np.dtype("<c16")), 19: ("float16", np.dtype("<f2")), 20: ("resource", None),
     21: ("variant", None), 22: ("uint32", np.dtype("<u4")), 23: ("uint64", np.dtype("<u8")),
 }  # fmt: skip
-_NUMPY = {name: dtype for name, dtype in _DTYPES.values() if dtype is not None}
+_NUMPY = {name: dtype for name, dtype in DTYPES.values() if dtype is not None}
 
 
 class CheckpointFormatError(ValueError):
@@ -186,8 +188,13 @@ def crc32c(data: bytes | bytearray | memoryview | np.ndarray) -> int:
     return _extend(0xFFFFFFFF, array) ^ 0xFFFFFFFF
 
 
+def mask_crc32c(crc: int) -> int:
+    """A CRC as LevelDB and TF store it, ``rotate_right(crc, 15) + 0xa282ead8``: a CRC of data that holds
+    CRCs stays strong."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
 def _unmask(masked: int) -> int:
-    """LevelDB and TF store ``rotate_right(crc, 15) + 0xa282ead8``, so that a CRC of data holding CRCs stays strong."""
     rotated = (masked - _MASK_DELTA) & 0xFFFFFFFF
     return ((rotated >> 17) | (rotated << 15)) & 0xFFFFFFFF
 
@@ -288,7 +295,7 @@ def _parse_shape(buf: bytes) -> tuple[int, ...]:
 def _parse_entry(name: str, buf: bytes) -> TensorEntry:
     what = f"the entry of {name!r}"
     ints = {1: 0, 3: 0, 4: 0, 5: 0}  # dtype, shard_id, offset, size
-    shape, crc, sliced = (), None, False
+    shape, crc, sliced = (), 0, False  # proto3: a field left out is zero (a masked CRC of 0 too)
     for field, wire, value in _fields(buf, what):
         if field in ints:
             _expect(what, field, wire, 0)
@@ -302,10 +309,8 @@ def _parse_entry(name: str, buf: bytes) -> TensorEntry:
         elif field == 7:
             sliced = True
     code, shard, offset, size = ints[1], ints[3], ints[4], ints[5]
-    if crc is None and size:
-        raise _Corrupt(f"{what} has no checksum")
-    dtype = _DTYPES[code][0] if code in _DTYPES else f"DT_{code}"
-    return TensorEntry(name, dtype, shape, shard, offset, size, crc or 0, sliced)
+    dtype = DTYPES[code][0] if code in DTYPES else f"DT_{code}"
+    return TensorEntry(name, dtype, shape, shard, offset, size, crc, sliced)
 
 
 def _parse_header(buf: bytes) -> int:
