@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a Google TF checkpoint (or released zip) -> config.json + model.safetensors",
                        description="Read a Google BERT TF checkpoint (the bert_model.ckpt prefix, its folder, "
                        "or Google's released zip) and write config.json + model.safetensors (+ vocab.txt "
-                       "when it sits beside the checkpoint). Needs TensorFlow (pip install .[tf]).",
+                       "when it sits beside the checkpoint). Needs no TensorFlow.",
                        usage="bert convert-tf-checkpoint TF_CHECKPOINT [BERT_CONFIG] OUT_DIR [options]")
     p.add_argument("tf_checkpoint", metavar="TF_CHECKPOINT")
     p.add_argument("paths", nargs="+", metavar="[BERT_CONFIG] OUT_DIR",
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-tf-checkpoint", parents=[common],
                        help="a model folder or name -> a Google TF checkpoint",
                        description="Write a model as a Google TF checkpoint (OUT_PREFIX.index + .data-*), with "
-                       "bert_config.json and vocab.txt beside it, for Google's TF scripts. Needs TensorFlow.")
+                       "bert_config.json and vocab.txt beside it, for Google's TF scripts. Needs no TensorFlow.")
     p.add_argument("model", metavar="MODEL", help="model folder or name (e.g. minilm-l6-h384-uncased)")
     p.add_argument("out_prefix", metavar="OUT_PREFIX", help="e.g. out/bert_model.ckpt")
     p.add_argument("--cache-dir", help="download cache for model names")
