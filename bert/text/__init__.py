@@ -1,1 +1,2 @@
-"""Tokenization beyond the public tokenizer (bert/tokenization.py): the fast corpus path."""
+"""Tokenization beyond the public tokenizer (bert/tokenization.py): Google's two stages (wordpiece: BasicTokenizer,
+WordpieceTokenizer) and the fast corpus path."""
