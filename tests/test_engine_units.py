@@ -107,7 +107,7 @@ def test_total_steps_round_up():
 def test_bad_settings_name_the_field(bad, key):
     with pytest.raises(ValueError, match=f"TrainConfig.{key}"):
         TrainConfig(**bad)
-    with pytest.raises(ValueError, match="loss_scale=128 is for precision fp16 only"):
+    with pytest.raises(ValueError, match="TrainConfig.loss_scale: 128 is for precision fp16 only, not bf16"):
         TrainConfig(precision="bf16", loss_scale=128)
 
 

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bert.engine.precision import PRECISIONS
+from bert.io.settings import SettingError, above, at_least, check_fields, one_of, proportion
+from bert.optim.schedules import SCHEDULES
 
 OPTIMIZERS = ("bertadam", "adamw", "lamb")
 
 # Settings that change the training trajectory: a checkpoint written with other values cannot be
-# resumed. (grad_accum_steps and the world size do not change it, by construction.)
+# resumed. (grad_accum_steps and the world size do not change it, by construction; log_every,
+# checkpoint_every, resume and num_workers change how a run is watched, not what it computes.)
 TRAJECTORY_KEYS = ("epochs", "learning_rate", "global_batch_size", "warmup_proportion",
                    "weight_decay", "max_grad_norm", "precision", "loss_scale", "optimizer",
                    "schedule", "seed", "group_by_length")
@@ -20,7 +23,11 @@ TRAJECTORY_KEYS = ("epochs", "learning_rate", "global_batch_size", "warmup_propo
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fine-tuning hyper-parameters, independent of the task and of the number of processes.
+    """Training hyper-parameters, independent of the task and of the number of processes.
+
+    Each field is checked when the config is made (bert.io.settings: its type, and the range or choices in
+    its metadata); a bad one is a SettingError naming it. The pipeline reads params.yaml's finetune and
+    pretrain sections into this class, so the same checks hold there.
 
     global_batch_size is the number of examples per optimizer step; each process gets
     global_batch_size / (grad_accum_steps * world_size) examples per micro-batch.
@@ -29,57 +36,31 @@ class TrainConfig:
     newest checkpoint in the work folder when there is one.
     """
 
-    epochs: float = 3.0
-    learning_rate: float = 5e-5
-    global_batch_size: int = 32
-    grad_accum_steps: int = 1
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    precision: str = "fp32"
-    loss_scale: float = 0.0
-    optimizer: str = "bertadam"
-    schedule: str = "warmup_linear"
-    seed: int = 42
-    log_every: int = 10
-    checkpoint_every: int = 0
+    epochs: float = field(default=3.0, metadata=above(0))
+    learning_rate: float = field(default=5e-5, metadata=above(0))
+    global_batch_size: int = field(default=32, metadata=at_least(1))
+    grad_accum_steps: int = field(default=1, metadata=at_least(1))
+    warmup_proportion: float = field(default=0.1, metadata=proportion())
+    weight_decay: float = field(default=0.01, metadata=at_least(0))
+    max_grad_norm: float = field(default=1.0, metadata=at_least(0))
+    precision: str = field(default="fp32", metadata=one_of(*PRECISIONS))
+    loss_scale: float = field(default=0.0, metadata=at_least(0))
+    optimizer: str = field(default="bertadam", metadata=one_of(*OPTIMIZERS))
+    schedule: str = field(default="warmup_linear", metadata=one_of(*(name for name in SCHEDULES if name)))
+    seed: int = field(default=42, metadata=at_least(0))
+    log_every: int = field(default=10, metadata=at_least(1))
+    checkpoint_every: int = field(default=0, metadata=at_least(0))
     resume: bool = True
     group_by_length: bool = True
-    num_workers: int = 0
-    min_loss_scale: float = 1.0
-    keep_checkpoints: int = 1
+    num_workers: int = field(default=0, metadata=at_least(0))
+    min_loss_scale: float = field(default=1.0, metadata=at_least(0))
+    keep_checkpoints: int = field(default=1, metadata=at_least(1))
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
-
-        def is_int(name: str, low: int) -> bool:
-            value = getattr(self, name)
-            return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-        def is_num(name: str) -> bool:
-            value = getattr(self, name)
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-        check(is_num("epochs") and self.epochs > 0, "epochs", "a positive number")
-        check(is_num("learning_rate") and self.learning_rate > 0, "learning_rate", "a positive number")
-        for name in ("global_batch_size", "grad_accum_steps", "log_every", "keep_checkpoints"):
-            check(is_int(name, 1), name, "a positive integer")
-        for name in ("checkpoint_every", "num_workers", "seed"):
-            check(is_int(name, 0), name, "a non-negative integer")
-        check(is_num("warmup_proportion") and 0 <= self.warmup_proportion < 1, "warmup_proportion",
-              "in [0, 1)")
-        for name in ("weight_decay", "max_grad_norm", "loss_scale", "min_loss_scale"):
-            check(is_num(name) and getattr(self, name) >= 0, name, "a non-negative number")
-        check(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
-        check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
-        check(isinstance(self.schedule, str), "schedule", "a schedule name")
-        for name in ("resume", "group_by_length"):
-            check(isinstance(getattr(self, name), bool), name, "true or false")
+        check_fields(self)
         if self.loss_scale > 0 and self.precision != "fp16":
-            raise ValueError(f"TrainConfig.loss_scale={self.loss_scale} is for precision fp16 only, "
-                             f"not {self.precision}")
+            raise SettingError("loss_scale", f"{self.loss_scale} is for precision fp16 only, not {self.precision}",
+                               type(self).__name__)
 
     def per_device_batch_size(self, world_size: int) -> int:
         """Examples per process per micro-batch.
