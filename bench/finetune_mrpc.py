@@ -16,7 +16,7 @@ Both sides tokenize before the clock starts; the figure is the training loop's t
 seconds, HF's train_runtime), then dev accuracy/F1. HF's Trainer needs `accelerate`: pass a folder
 holding it with --hf-path if the venv lacks it (it is only put on the HF child's sys.path).
 
-Each child starts as our training stages do (bert/engine/allocator.py): ours with BERT_ALLOCATOR as set
+Each child starts as our training stages do (stages/_lib/allocator.py): ours with BERT_ALLOCATOR as set
 (default auto: tcmalloc when installed), HF with --hf-allocator (default system: glibc's malloc, as an
 HF Trainer script runs); `--hf-allocator auto` gives HF tcmalloc too. The allocator of each run is in
 its record.
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from common import REPO_ROOT, SHARED_DATA, machine_info, peak_rss_mb, table, write_json
 
-from bert.engine.allocator import ALLOCATOR_ENV, active_allocator, reexec_with_allocator
+from stages._lib.allocator import ALLOCATOR_ENV, active_allocator, reexec_with_allocator
 
 log = logging.getLogger("finetune_mrpc")
 

@@ -11,17 +11,17 @@ documents). The output folder holds ``corpus.txt`` and ``SOURCE.json`` (origin, 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from bert.io.download import sha256_of
-from stages.common import add_debug_flag, atomic_outputs, run_stage, write_json
-from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
+from bert.io.settings import at_least, one_of
+from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
+from stages._lib.params import DEFAULT_PRETRAIN_PARAMS, load_section
 
 logger = logging.getLogger("stages.builtin_corpus")
 CORPUS_FILE = "corpus.txt"
@@ -32,7 +32,7 @@ SOURCE_FILE = "SOURCE.json"
 class BuiltinCorpusParams:
     """Section ``corpus.builtin``."""
 
-    documents: int = field(metadata={"min": 2})
+    documents: int = field(metadata=at_least(2))
     seed: int
 
 
@@ -40,7 +40,7 @@ class BuiltinCorpusParams:
 class CorpusParams:
     """Section ``corpus``."""
 
-    source: Literal["builtin", "local"]
+    source: str = field(metadata=one_of("builtin", "local"))
     local_file: str  # source local: the text file
     builtin: BuiltinCorpusParams
 
@@ -163,14 +163,12 @@ def write_corpus(params: CorpusParams, out: Path) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m stages.builtin_corpus", description=__doc__.splitlines()[0])
+    parser = stage_parser("builtin_corpus", __doc__, DEFAULT_PRETRAIN_PARAMS)
     parser.add_argument("--out", required=True, type=Path, help="the corpus folder to write")
-    parser.add_argument("--params", type=Path, default=DEFAULT_PRETRAIN_PARAMS)
-    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_pretrain_section("corpus", CorpusParams, args.params)
+        params = load_section("corpus", CorpusParams, args.params)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
             record = write_corpus(params, tmp)

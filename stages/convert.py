@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,11 +22,18 @@ from bert.io.download import sha256_of
 from bert.modeling import BertForPreTraining, BertModel
 from bert.model.pretrained import resolve_model_dir
 from bert.model.weights import WEIGHTS_NAMES, load_state_dict_file
-from stages.common import atomic_outputs, run_stage, write_json, stage_parser
-from stages.params import load_section
+from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
+from stages._lib.params import load_section
 
 logger = logging.getLogger("stages.convert")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Section ``model`` (of params.yaml, and of pretrain/params.yaml)."""
+
+    name: str  # a shortcut name (bert-base-uncased), the packaged minilm-l6-h384-uncased, or a folder
 
 
 def _is_tf_checkpoint(path: Path) -> bool:
@@ -71,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_section("model", args.params)
+        params = load_section("model", ModelParams, args.params)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
             record = convert(params.name, tmp)

@@ -2,7 +2,7 @@
 
     python -m stages.download --task demo-pair --out data/raw/demo-pair
 
-Demo tasks are always generated (stages.builtin_data). For the other tasks ``data.source`` says:
+Demo tasks are always generated (stages._lib.builtin_data). For the other tasks ``data.source`` says:
 ``local`` copies the task's files from ``data.local_dir`` (the task's own folder, or a folder holding
 one folder per task, e.g. ../shared/data/glue); ``download`` fetches the official files into the
 download cache (resumable, verified) and builds the folder from them. Every file's sha256 is recorded.
@@ -14,15 +14,17 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
-from stages import builtin_data
-from stages.common import atomic_outputs, run_stage, write_json, stage_parser
-from stages.params import DataParams, load_section
-from stages.sources import SOURCES, TaskSource, build_mrpc, git_blob_id, remote_url
-from stages.tasks import DEMO_FORMATS, get_task
+from bert.io.settings import at_least, one_of
+from stages._lib import builtin_data
+from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
+from stages._lib.params import load_section
+from stages._lib.sources import SOURCES, TaskSource, build_mrpc, git_blob_id, remote_url
+from stages._lib.tasks import DEMO_FORMATS, get_task
 
 logger = logging.getLogger("stages.download")
 SOURCE_FILE = "SOURCE.json"
@@ -32,6 +34,25 @@ FOLDER_NAMES = {
     "mnli-mm": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "ax": "diagnostic",
     "squad1": "squad", "squad2": "squad", "swag": "swag",
 }
+
+
+@dataclass(frozen=True)
+class BuiltinDataParams:
+    """Section ``data.builtin``: the size of the generated offline datasets."""
+
+    train_examples: int = field(metadata=at_least(1))
+    dev_examples: int = field(metadata=at_least(1))
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Section ``data``."""
+
+    source: str = field(metadata=one_of("builtin", "download", "local"))
+    local_dir: str  # for source local: a task's folder, or a folder holding one folder per task
+    mirror: str  # for source download: "" for the official addresses, else a URL prefix serving <task>/<file>
+    builtin: BuiltinDataParams
 
 
 def task_files(task: str) -> dict[str, str]:
@@ -139,7 +160,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_section("data", args.params)
+        params = load_section("data", DataParams, args.params)
         get_task(args.task)  # an unknown task fails before anything is written
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()

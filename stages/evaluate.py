@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,11 +31,25 @@ from bert.tasks.records import SquadFeatures, SquadResult
 from bert.tasks.squad import load_squad_json
 from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
 from bert.tasks.squad_postprocess import compute_predictions
-from stages.common import atomic_outputs, load_features, require_input, run_stage, write_json, stage_parser
-from stages.params import EvaluateParams, load_section
-from stages.tasks import get_task, head_for, primary_metric
+from bert.engine.precision import PRECISIONS
+from bert.io.settings import at_least, one_of
+from stages._lib.common import atomic_outputs, load_features, require_input, run_stage, stage_parser, write_json
+from stages._lib.params import load_section
+from stages._lib.tasks import get_task, head_for, primary_metric
 
 logger = logging.getLogger("stages.evaluate")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Section ``evaluate``."""
+
+    batch_size: int = field(metadata=at_least(1))
+    precision: str = field(metadata=one_of(*PRECISIONS))
+    n_best_size: int = field(metadata=at_least(1))  # SQuAD
+    max_answer_length: int = field(metadata=at_least(1))  # SQuAD, in tokens
+    null_score_diff_threshold: float  # SQuAD v2.0
+    baseline_seed: int  # seeds the random head of the untrained baseline
 
 
 def _points(metrics: dict[str, float]) -> dict[str, float]:
@@ -149,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_section("evaluate", args.params)
+        params = load_section("evaluate", EvaluateParams, args.params)
         record, extra = evaluate(args.task, args.features, args.data, args.model, args.untrained, params)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()

@@ -18,65 +18,34 @@ import argparse
 import dataclasses
 import functools
 import logging
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from bert.io.download import sha256_of
-from bert.engine import FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed, strip_launcher_args
-from bert.modeling import BertForPreTraining
 from bert.data.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
-from stages.common import (
-    add_debug_flag,
-    atomic_outputs,
-    environment,
-    require_input,
-    run_stage,
-    run_training_program,
-    write_json,
-)
-from stages.finetune import history_streamer, prepare_work_dir
-from stages.pretrain_data import DEFAULT_PRETRAIN_PARAMS, load_pretrain_section
+from bert.engine import DistContext, FitResult
+from bert.io.download import sha256_of
+from bert.io.settings import at_least
+from bert.modeling import BertForPreTraining
+from stages._lib.common import check_vocab, require_input
+from stages._lib.params import DEFAULT_PRETRAIN_PARAMS
+from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
 
 logger = logging.getLogger("stages.pretrain")
 PAD_ID = 0  # BERT vocabularies put [PAD] first
 TRAIN_EVAL_LIMIT = 2048  # instances evaluated when the corpus has no held-out documents
 
 
-@dataclass(frozen=True)
-class PretrainParams:
-    """Section ``pretrain``: the engine's TrainConfig fields, the process count, the dev batch size."""
+@dataclass(frozen=True, kw_only=True)
+class PretrainParams(TrainingParams):
+    """Section ``pretrain``: the engine's TrainConfig and nproc (stages._lib.training.TrainingParams),
+    the seed included, plus the dev batch size."""
 
-    nproc: int = field(metadata={"min": 1})
-    epochs: float = field(metadata={"gt": 0.0})
-    learning_rate: float = field(metadata={"gt": 0.0})
-    global_batch_size: int = field(metadata={"min": 1})
-    grad_accum_steps: int = field(metadata={"min": 1})
-    warmup_proportion: float = field(metadata={"min": 0.0, "max": 1.0})
-    weight_decay: float = field(metadata={"min": 0.0})
-    max_grad_norm: float = field(metadata={"min": 0.0})
-    precision: Literal["fp32", "fp16", "bf16"]
-    loss_scale: float = field(metadata={"min": 0.0})
-    optimizer: Literal["lamb", "bertadam", "adamw"]
-    schedule: Literal["warmup_linear", "warmup_cosine", "warmup_constant", "none"]
-    seed: int
-    log_every: int = field(metadata={"min": 1})
-    checkpoint_every: int = field(metadata={"min": 0})
-    resume: bool
-    group_by_length: bool
-    num_workers: int = field(metadata={"min": 0})
-    eval_batch_size: int = field(metadata={"min": 1})
-
-    def train_config(self) -> TrainConfig:
-        """The engine's TrainConfig (every key but nproc and eval_batch_size)."""
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+    eval_batch_size: int = field(metadata=at_least(1))
 
 
 @dataclass
@@ -134,11 +103,7 @@ def evaluate_pretraining(model: BertForPreTraining, dataset: Dataset, batch_size
 def load_split(instances_dir: Path, split: str, model_dir: Path) -> PretrainingDataset:
     """Open an instances split, checking it was made with the model folder's vocab."""
     dataset = PretrainingDataset(require_input(instances_dir / split, "pretrain_data", "pre-training instances"))
-    vocab = model_dir / "vocab.txt"
-    if vocab.is_file() and sha256_of(vocab) != dataset.manifest.vocab_sha256:
-        raise ValueError(f"{instances_dir / split}: made with another vocabulary than {vocab}; "
-                         f"re-run the pretrain_data stage")
-    return dataset
+    return check_vocab(dataset, instances_dir / split, model_dir, "pretrain_data")
 
 
 def load_model(model_dir: Path, max_seq_length: int, seed: int) -> tuple[BertForPreTraining, list[str]]:
@@ -156,94 +121,56 @@ def load_model(model_dir: Path, max_seq_length: int, seed: int) -> tuple[BertFor
     return model, new
 
 
-def write_outputs(model: BertForPreTraining, result: FitResult, metrics: dict, params: PretrainParams,
-                  model_dir: Path, out: Path, metrics_file: Path, history: Path) -> None:
-    """Rank 0: the model folder (with pretraining.json: metrics, params, environment), metrics.json
-    and the history, all or none."""
-    with atomic_outputs(out, metrics_file, history) as (tmp_out, tmp_metrics, tmp_history):
-        model.save_pretrained(tmp_out)
-        for name in ("vocab.txt", "tokenizer_config.json"):
-            if (model_dir / name).is_file():
-                shutil.copyfile(model_dir / name, tmp_out / name)
-        write_json(tmp_out / "pretraining.json", {**metrics, "start_model": str(model_dir),
-                                                  "params": dataclasses.asdict(params), "environment": environment()})
-        write_json(tmp_metrics, metrics)
-        write_json(tmp_history, [dict(point) for point in result.history])
+class Pretrain(TrainingStage):
+    name = "pretrain"
+    params_cls = PretrainParams
+    default_params = DEFAULT_PRETRAIN_PARAMS
 
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--instances", required=True, type=Path, help="the instances folder (stage pretrain_data)")
+        parser.add_argument("--metrics", required=True, type=Path, help="the metrics JSON to write")
 
-def pretrain(params: PretrainParams, model_dir: Path, instances_dir: Path, work: Path,
-             local_rank: Optional[int] = None):
-    """Evaluate, train, evaluate. Returns (model, FitResult, metrics dict or None off rank 0, DistContext)."""
-    ctx = setup_distributed(local_rank)
-    train = load_split(instances_dir, "train", model_dir)
-    dev = load_split(instances_dir, "dev", model_dir)
-    eval_split, eval_set = "dev", dev
-    if not len(dev):  # no held-out documents: the first train instances (shuffled) stand in
-        k = min(len(train), TRAIN_EVAL_LIMIT)
-        eval_split, eval_set = f"train[:{k}]", Subset(train, range(k))
-    if not len(train):
-        raise ValueError(f"{instances_dir / 'train'}: no training instances (is the corpus empty?)")
-    if ctx.world_size != params.nproc:
-        logger.warning("running on %d processes; params say pretrain.nproc %d", ctx.world_size, params.nproc)
-    model, new = load_model(model_dir, train.manifest.max_seq_length, params.seed)
-    cfg = params.train_config()
-    before = None
-    if ctx.is_main:
-        # checkpoints under `work` are resumed only by the run that wrote them
-        prepare_work_dir(work, {"train_config": dataclasses.asdict(cfg),
-                                "instances": sha256_of(instances_dir / "train" / "manifest.json"),
-                                "model": {f.name: sha256_of(f) for f in sorted(model_dir.glob("*")) if f.is_file()}})
-        before = evaluate_pretraining(model.to(ctx.device), eval_set, params.eval_batch_size, ctx.device)
-        logger.info("before: %s", before)
-    ctx.barrier()
-    result = fit(model, train, functools.partial(pretraining_collate, pad_id=PAD_ID), cfg, work, ctx=ctx,
-                 lengths=train.lengths, on_log=history_streamer())  # MLflow's wrapper tails the stream
-    metrics = None
-    if ctx.is_main:
-        after = evaluate_pretraining(model, eval_set, params.eval_batch_size, ctx.device)
+    def prepare(self, args: argparse.Namespace, params: PretrainParams, ctx: DistContext) -> Run:
+        """Load; on rank 0, measure the start model on the dev instances (the "before" figures)."""
+        train = load_split(args.instances, "train", args.model)
+        dev = load_split(args.instances, "dev", args.model)
+        self.eval_split, self.eval_set = "dev", dev
+        if not len(dev):  # no held-out documents: the first train instances (shuffled) stand in
+            k = min(len(train), TRAIN_EVAL_LIMIT)
+            self.eval_split, self.eval_set = f"train[:{k}]", Subset(train, range(k))
+        if not len(train):
+            raise ValueError(f"{args.instances / 'train'}: no training instances (is the corpus empty?)")
+        model, self.newly_initialized = load_model(args.model, train.manifest.max_seq_length, params.seed)
+        if ctx.is_main:
+            self.before = evaluate_pretraining(model.to(ctx.device), self.eval_set, params.eval_batch_size, ctx.device)
+            logger.info("before: %s", self.before)
+        return Run(model, train, functools.partial(pretraining_collate, pad_id=PAD_ID), params.train_config())
+
+    def inputs(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"instances": sha256_of(args.instances / "train" / "manifest.json"),
+                "model": {f.name: sha256_of(f) for f in sorted(args.model.glob("*")) if f.is_file()}}
+
+    def finish(self, args: argparse.Namespace, params: PretrainParams, run: Run, result: FitResult,
+               ctx: DistContext) -> Outputs:
+        """Measure again; metrics.json, and the same figures in the model folder's pretraining.json."""
+        after = evaluate_pretraining(run.model, self.eval_set, params.eval_batch_size, ctx.device)
         logger.info("after: %s", after)
-        metrics = {
-            "eval_split": eval_split, "before": dataclasses.asdict(before), "after": dataclasses.asdict(after),
-            **dataclasses.asdict(after),
-            "newly_initialized": new, "train_instances": len(train), "world_size": ctx.world_size,
-            "global_steps": result.global_steps, "seconds": result.seconds,
-            "sequences_per_second": result.sequences_per_second, "skipped_steps": result.skipped_steps,
-            "final_train_loss": result.history[-1]["loss"] if result.history else None,
-        }
-    return model, result, metrics, ctx
+        before = dataclasses.asdict(self.before)
+        metrics = {"eval_split": self.eval_split, "before": before, "after": dataclasses.asdict(after),
+                   **dataclasses.asdict(after), "newly_initialized": self.newly_initialized,
+                   "train_instances": len(run.dataset), **fit_summary(result, ctx),
+                   "final_train_loss": final_loss(result)}
+        message = (f"MLM loss {before['mlm_loss']:.3f} -> {after.mlm_loss:.3f}, accuracy {before['mlm_accuracy']:.3f} "
+                   f"-> {after.mlm_accuracy:.3f}; NSP accuracy {before['nsp_accuracy']:.3f} -> "
+                   f"{after.nsp_accuracy:.3f} -> {args.out}")
+        return Outputs("pretraining.json", {**metrics, "start_model": str(args.model)}, {args.metrics: metrics},
+                       message)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
-    argv, local_rank = strip_launcher_args(sys.argv[1:] if argv is None else argv)  # the old launcher's --local_rank
-    parser = argparse.ArgumentParser(prog="python -m stages.pretrain", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=DEFAULT_PRETRAIN_PARAMS)
-    parser.add_argument("--model", required=True, type=Path, help="the model folder to start from (stage convert)")
-    parser.add_argument("--instances", required=True, type=Path, help="the instances folder (stage instances)")
-    parser.add_argument("--out", required=True, type=Path, help="the pre-trained model folder to write")
-    parser.add_argument("--metrics", required=True, type=Path, help="the metrics JSON to write")
-    parser.add_argument("--history", required=True, type=Path, help="the training history JSON to write")
-    parser.add_argument("--work", required=True, type=Path, help="the folder for resumable checkpoints")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-
-    def body() -> None:
-        params = load_pretrain_section("pretrain", PretrainParams, args.params)
-        try:
-            model, result, metrics, ctx = pretrain(params, args.model, args.instances, args.work, local_rank)
-            if ctx.is_main:
-                write_outputs(model, result, metrics, params, args.model, args.out, args.metrics, args.history)
-                shutil.rmtree(args.work / "checkpoints", ignore_errors=True)  # the run is complete
-                logger.info("MLM loss %.3f -> %.3f, accuracy %.3f -> %.3f; NSP accuracy %.3f -> %.3f -> %s",
-                            metrics["before"]["mlm_loss"], metrics["mlm_loss"], metrics["before"]["mlm_accuracy"],
-                            metrics["mlm_accuracy"], metrics["before"]["nsp_accuracy"], metrics["nsp_accuracy"],
-                            args.out)
-            ctx.barrier()
-        finally:
-            cleanup_distributed()
-
-    return run_stage("pretrain", body, debug=args.debug)
+    return Pretrain(__doc__).main(argv)
 
 
 if __name__ == "__main__":
-    run_training_program(main)
+    run_as_program(main)

@@ -12,14 +12,12 @@ figures. Each split is a bert.data.cache-format folder with a manifest (see bert
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, TypeVar
+from typing import Any, Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -36,41 +34,28 @@ from bert.data.pretraining_data import (
     write_pretraining_cache,
 )
 from bert.tokenization import BertTokenizer
-from stages.common import add_debug_flag, atomic_outputs, require_input, run_stage
-from stages.params import ParamsError, build, read_params_file
+from bert.io.settings import at_least, between
+from stages._lib.common import atomic_outputs, require_input, run_stage, stage_parser
+from stages._lib.params import DEFAULT_PRETRAIN_PARAMS, load_section
 
 logger = logging.getLogger("stages.pretrain_data")
-DEFAULT_PRETRAIN_PARAMS = Path("pretrain") / "params.yaml"
 CORPUS_FILE = "corpus.txt"
 SPLITS = ("train", "dev")
-T = TypeVar("T")
-
-
-def load_pretrain_section(section: str, cls: type[T], path: str | os.PathLike = DEFAULT_PRETRAIN_PARAMS) -> T:
-    """Read one section of the pre-training params file into its frozen dataclass.
-
-    Raises:
-        ParamsError: naming the file and the dotted key that is missing, unknown or ill-typed.
-    """
-    values = read_params_file(path)
-    if section not in values:
-        raise ParamsError(f"{path}: section {section!r} is missing")
-    return build(cls, values[section], section, path)
 
 
 @dataclass(frozen=True)
 class InstancesParams:
     """Section ``instances``: the original's flags, plus the held-out documents."""
 
-    max_seq_length: int = field(metadata={"min": 5})
-    short_seq_prob: float = field(metadata={"min": 0.0, "max": 1.0})
-    masked_lm_prob: float = field(metadata={"min": 0.0, "max": 1.0})
-    max_predictions_per_seq: int = field(metadata={"min": 1})
-    dupe_factor: int = field(metadata={"min": 1})
+    max_seq_length: int = field(metadata=at_least(5))
+    short_seq_prob: float = field(metadata=between(0.0, 1.0))
+    masked_lm_prob: float = field(metadata=between(0.0, 1.0))
+    max_predictions_per_seq: int = field(metadata=at_least(1))
+    dupe_factor: int = field(metadata=at_least(1))
     whole_word_mask: bool
     do_lower_case: bool
     random_seed: int
-    dev_documents: int = field(metadata={"min": 0})
+    dev_documents: int = field(metadata=at_least(0))
 
     def options(self, dupe_factor: Optional[int] = None) -> InstanceOptions:
         return InstanceOptions(self.max_seq_length, self.short_seq_prob, self.masked_lm_prob,
@@ -135,16 +120,14 @@ def build_instances(params: InstancesParams, corpus_dir: Path, model_dir: Path, 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m stages.pretrain_data", description=__doc__.splitlines()[0])
+    parser = stage_parser("pretrain_data", __doc__, DEFAULT_PRETRAIN_PARAMS)
     parser.add_argument("--corpus", required=True, type=Path, help="the corpus folder (corpus.txt)")
     parser.add_argument("--model", required=True, type=Path, help="the model folder whose vocab.txt to use")
     parser.add_argument("--out", required=True, type=Path, help="the instances folder to write (train/, dev/)")
-    parser.add_argument("--params", type=Path, default=DEFAULT_PRETRAIN_PARAMS)
-    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_pretrain_section("instances", InstancesParams, args.params)
+        params = load_section("instances", InstancesParams, args.params)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
             build_instances(params, args.corpus, args.model, tmp)

@@ -7,7 +7,7 @@
 Per task: every metric's mean ± sample standard deviation over the seeds (points), beside the
 untrained baseline (the pretrained encoder with a fresh, untrained head: stage ``baseline``), the
 majority-class baseline for classification and multiple choice, and published figures where they
-exist (stages.references). Runs whose predictions collapse to one class, or whose accuracy is
+exist (stages._lib.references). Runs whose predictions collapse to one class, or whose accuracy is
 within ``report.majority_tolerance`` points of the majority class, are flagged.
 """
 
@@ -17,17 +17,26 @@ import datetime
 import logging
 import os
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from bert.io.fileio import atomic_write_text
-from stages import figures
-from stages.common import atomic_outputs, read_json, run_stage, stage_parser, write_json
-from stages.params import ReportParams, load_matrix, load_section
-from stages.references import references_for
-from stages.render import Bullets, Code, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
+from bert.io.settings import at_least
+from stages._lib import figures
+from stages._lib.common import atomic_outputs, read_json, run_stage, stage_parser, write_json
+from stages._lib.params import load_matrix, load_section
+from stages._lib.references import references_for
+from stages._lib.render import Bullets, Code, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 
 logger = logging.getLogger("stages.report")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """Section ``report``."""
+
+    majority_tolerance: float = field(metadata=at_least(0.0))  # points: a run this close to majority is flagged
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
@@ -185,7 +194,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> None:
         matrix = load_matrix(args.params)
-        params: ReportParams = load_section("report", args.params)
+        params: ReportParams = load_section("report", ReportParams, args.params)
         runs, summaries, histories = {}, {}, {}
         for task in matrix.tasks:
             runs[task] = {seed: read_json(Path(args.runs.format(task=task, seed=seed)) / "metrics.json", "evaluate")

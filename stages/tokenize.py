@@ -13,6 +13,7 @@ post-processing, so it uses BertTokenizer with a word cache.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -23,13 +24,24 @@ from bert.text.fast_tokenization import FastWordpiece
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks import glue, squad, swag
 from bert.tasks.records import CachedTokenizer
+from bert.io.settings import at_least
 from bert.tokenization import BertTokenizer
-from stages.common import atomic_outputs, require_input, run_stage, stage_parser
-from stages.params import TokenizeParams, load_section
-from stages.tasks import get_task
+from stages._lib.common import atomic_outputs, require_input, run_stage, stage_parser
+from stages._lib.params import load_section
+from stages._lib.tasks import get_task
 
 logger = logging.getLogger("stages.tokenize")
 SPLITS = ("train", "dev")
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    """Section ``tokenize``."""
+
+    max_seq_length: int = field(metadata=at_least(8))
+    doc_stride: int = field(metadata=at_least(1))  # SQuAD: tokens between window starts
+    max_query_length: int = field(metadata=at_least(1))  # SQuAD: question tokens kept
+    do_lower_case: bool
 
 
 class FastIds:
@@ -137,7 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_section("tokenize", args.params)
+        params = load_section("tokenize", TokenizeParams, args.params)
         spec = get_task(args.task)
         require_input(args.data, "download", f"raw data of {args.task}")
         vocab = require_input(args.model / "vocab.txt", "convert", "vocabulary")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bert.engine import allocator
-from bert.engine.allocator import ALLOCATOR_ENV, REEXEC_GUARD_ENV, find_tcmalloc, wanted_allocator
+from stages._lib import allocator
+from stages._lib.allocator import ALLOCATOR_ENV, REEXEC_GUARD_ENV, find_tcmalloc, wanted_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and /proc are Linux's")
@@ -22,7 +22,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD
 CHILD = textwrap.dedent("""
     import os, sys
     print("start", os.getpid(), flush=True)
-    from bert.engine.allocator import active_allocator, reexec_with_allocator
+    from stages._lib.allocator import active_allocator, reexec_with_allocator
     reexec_with_allocator()
     print("after", os.getpid(), active_allocator(), sys.argv[1:], flush=True)
 """)

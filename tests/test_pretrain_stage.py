@@ -23,6 +23,7 @@ from bert.model.config import BertConfig
 from bert.modeling import BertForPreTraining, BertForSequenceClassification
 from bert.data.pretraining_data import PretrainingDataset, pretraining_collate
 from stages import builtin_corpus, pretrain, pretrain_data
+from stages._lib.params import load_section
 from stages.builtin_corpus import lexicon
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +247,7 @@ def test_local_corpus_and_shipped_params(tmp_path, tiny_start):
     shipped = REPO / "pretrain" / "params.yaml"
     for section, cls in [("corpus", builtin_corpus.CorpusParams), ("instances", pretrain_data.InstancesParams),
                          ("pretrain", pretrain.PretrainParams)]:
-        pretrain_data.load_pretrain_section(section, cls, shipped)
+        load_section(section, cls, shipped)
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def test_sigkill_during_download_then_resume(tmp_path):
 def test_sigkill_during_the_download_stage_then_resume(tmp_path, shared_data, monkeypatch):
     """``stages.download --task mrpc`` from a mirror: killed mid-file, rerun, GLUE's sha256s hold."""
     from stages import download
-    from stages.sources import SOURCES
+    from stages._lib.sources import SOURCES
     from test_stages_download import _mrpc_raw_files
 
     with tally(FAULT, "SIGKILL during the download stage (MRPC); the rerun resumes") as rec:

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from bert.tasks.swag import read_swag_examples
-from stages.builtin_data import MC_HEADER, write_builtin
-from stages.tasks import get_task
+from stages._lib.builtin_data import MC_HEADER, write_builtin
+from stages._lib.tasks import get_task
 
 
 @pytest.mark.parametrize("task", ["demo-pair", "demo-qa", "demo-mc"])

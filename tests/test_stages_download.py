@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from stages import download
-from stages.sources import SOURCES, build_mrpc, git_blob_id
+from stages._lib.sources import SOURCES, build_mrpc, git_blob_id
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from bert import BertConfig, BertModel
-from stages import convert, download, evaluate, figures, finetune, report, tokenize
+from stages import convert, download, evaluate, finetune, report, tokenize
+from stages._lib import figures, training
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 TASK = "demo-mc"
@@ -93,9 +94,13 @@ def test_missing_inputs_name_their_stage(run, tmp_path, caplog):
 
 
 def test_failing_finetune_leaves_no_outputs(run, tmp_path, monkeypatch, caplog):
+    real = training.write_json
+
     def broken(path, value):
-        raise OSError("disk full (simulated)")
-    monkeypatch.setattr(finetune, "write_json", broken)  # fails after the model is saved, before history
+        if Path(path).name == "training.json":  # written after the weights, before the history
+            raise OSError("disk full (simulated)")
+        real(path, value)
+    monkeypatch.setattr(training, "write_json", broken)
     out, history = tmp_path / "model", tmp_path / "history.json"
     assert finetune.main(_finetune_args(run, model=out, history=history, work=tmp_path / "work")) == 1
     assert "disk full (simulated)" in caplog.text

@@ -1,5 +1,5 @@
-"""Stage finetune's glue: params -> TrainConfig, the checkpoint folder's fingerprint, history streaming;
-and the report's rows for real tasks (published figures, flags)."""
+"""The training stages' glue (stages._lib.training): params -> TrainConfig, the checkpoint folder's
+fingerprint, history streaming; and the report's rows for real tasks (published figures, flags)."""
 
 from __future__ import annotations
 
@@ -7,44 +7,65 @@ import dataclasses
 import json
 from pathlib import Path
 
-from stages import finetune
-from stages.params import FinetuneParams, load_section
+from bert.engine import TrainConfig
+from stages._lib import training
+from stages._lib.params import load_section, section_keys
+from stages.finetune import FinetuneParams
+from stages.pretrain import PretrainParams
 from stages.report import _results_table, summarize_task
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def test_every_finetune_key_reaches_the_engine():
-    params = load_section("finetune", REPO_PARAMS)
+    params = load_section("finetune", FinetuneParams, REPO_PARAMS)
     changed = dataclasses.replace(params, epochs=1.5, learning_rate=3e-5, global_batch_size=24, grad_accum_steps=3,
                                   warmup_proportion=0.2, weight_decay=0.0, max_grad_norm=0.5, precision="bf16",
                                   optimizer="adamw", schedule="warmup_cosine", log_every=7, checkpoint_every=9,
                                   resume=False, group_by_length=False, num_workers=1)
-    cfg = finetune.train_config(changed, seed=11)
-    for f in dataclasses.fields(FinetuneParams):
-        if f.name != "nproc":  # how many processes torchrun starts, not a training setting
+    cfg = changed.train_config(seed=11)
+    assert type(cfg) is TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "seed":
             assert getattr(cfg, f.name) == getattr(changed, f.name), f.name
     assert cfg.seed == 11
 
 
+def test_training_sections_are_the_engines_config():
+    """finetune and pretrain hold TrainConfig's fields (with its checks), but what the engine keeps to itself."""
+    engine = {f.name for f in dataclasses.fields(TrainConfig)} - {"min_loss_scale", "keep_checkpoints"}
+    assert set(section_keys(FinetuneParams)) == engine - {"seed"} | {"nproc"}
+    assert set(section_keys(PretrainParams)) == engine | {"nproc", "eval_batch_size"}
+    assert issubclass(FinetuneParams, TrainConfig) and issubclass(PretrainParams, TrainConfig)
+
+
+def test_the_resume_fingerprint_ignores_what_changes_no_weight():
+    cfg = TrainConfig()
+    for change in ({"log_every": 1}, {"checkpoint_every": 7}, {"num_workers": 2}, {"resume": False},
+                   {"grad_accum_steps": 4}):
+        assert dataclasses.replace(cfg, **change).trajectory() == cfg.trajectory(), change
+    for change in ({"learning_rate": 1e-3}, {"seed": 1}, {"epochs": 2.0}, {"group_by_length": False}):
+        assert dataclasses.replace(cfg, **change).trajectory() != cfg.trajectory(), change
+
+
 def test_checkpoints_kept_only_for_the_same_run(tmp_path):
     work = tmp_path / "work"
-    finetune.prepare_work_dir(work, {"lr": 1})
+    training.prepare_work_dir(work, {"lr": 1})
     (work / "checkpoints").mkdir()
     (work / "checkpoints" / "step-4.pt").write_text("x")
-    finetune.prepare_work_dir(work, {"lr": 1})  # same run, resumed: kept
+    training.prepare_work_dir(work, {"lr": 1})  # same run, resumed: kept
     assert (work / "checkpoints" / "step-4.pt").is_file()
-    finetune.prepare_work_dir(work, {"lr": 2})  # other settings: a stale checkpoint must not be resumed
+    training.prepare_work_dir(work, {"lr": 2})  # other settings: a stale checkpoint must not be resumed
     assert sorted(p.name for p in work.iterdir()) == ["fingerprint.json"]
     assert json.loads((work / "fingerprint.json").read_text()) == {"lr": 2}
 
 
 def test_history_stream(tmp_path, monkeypatch):
-    monkeypatch.delenv(finetune.HISTORY_STREAM_ENV, raising=False)
-    assert finetune.history_streamer() is None
+    monkeypatch.delenv(training.HISTORY_STREAM_ENV, raising=False)
+    assert training.history_streamer() is None
     stream = tmp_path / "stream.jsonl"
-    monkeypatch.setenv(finetune.HISTORY_STREAM_ENV, str(stream))
-    append = finetune.history_streamer()
+    monkeypatch.setenv(training.HISTORY_STREAM_ENV, str(stream))
+    append = training.history_streamer()
     append({"step": 5, "loss": 0.5})
     append({"step": 10, "loss": 0.25})
     assert [json.loads(line) for line in stream.read_text().splitlines()] == [{"step": 5, "loss": 0.5},

@@ -1,4 +1,5 @@
-"""params.yaml: the repo's file parses; unknown, missing and ill-typed keys fail naming the key."""
+"""params.yaml: the repo's file parses; unknown, missing and ill-typed keys fail naming the key; values are
+read with YAML 1.2 rules, as DVC reads them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import download
-from stages.params import SECTIONS, ParamsError, load_matrix, load_section, read_params_file
-from stages.tasks import known_tasks
+from stages import builtin_corpus, convert, download, evaluate, finetune, pretrain, pretrain_data, report, tokenize
+from stages._lib.params import ParamsError, load_matrix, load_section, read_params_file
+from stages._lib.tasks import known_tasks
 
-REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO = Path(__file__).resolve().parents[1]
+REPO_PARAMS = REPO / "params.yaml"
+# section -> its dataclass, per params file
+SECTIONS = {"model": convert.ModelParams, "data": download.DataParams, "tokenize": tokenize.TokenizeParams,
+            "finetune": finetune.FinetuneParams, "evaluate": evaluate.EvaluateParams, "report": report.ReportParams}
+PRETRAIN_SECTIONS = {"model": convert.ModelParams, "corpus": builtin_corpus.CorpusParams,
+                     "instances": pretrain_data.InstancesParams, "pretrain": pretrain.PretrainParams}
 
 
 def _write(tmp_path: Path, edit) -> Path:
@@ -23,22 +30,79 @@ def _write(tmp_path: Path, edit) -> Path:
     return path
 
 
-def test_repo_params_parse_and_name_known_tasks():
-    for section in SECTIONS:
-        load_section(section, REPO_PARAMS)
+@pytest.mark.parametrize("path, sections", [(REPO_PARAMS, SECTIONS),
+                                            (REPO / "pretrain" / "params.yaml", PRETRAIN_SECTIONS)])
+def test_repo_params_parse_and_every_section_has_its_dataclass(path, sections):
+    values = read_params_file(path)
+    assert set(values) - {"tasks", "seeds"} == set(sections)
+    for section, cls in sections.items():
+        load_section(section, cls, path)
+
+
+def test_repo_params_name_known_tasks():
     matrix = load_matrix(REPO_PARAMS)
     assert set(matrix.tasks) <= set(known_tasks())
     assert matrix.seeds and all(isinstance(s, int) for s in matrix.seeds)
     # the embedded offline demo: the packaged model and the built-in tasks
-    assert load_section("model", REPO_PARAMS).name == "minilm-l6-h384-uncased"
+    assert load_section("model", convert.ModelParams, REPO_PARAMS).name == "minilm-l6-h384-uncased"
     assert set(matrix.tasks) == {"demo-pair", "demo-qa", "demo-mc"}
 
 
-def test_yaml_12_floats_like_dvc(tmp_path):
+# YAML 1.1 (PyYAML) and YAML 1.2 (ruamel.yaml, DVC) read these differently; we read them as DVC does.
+YAML_12 = [
+    ("5e-5", 5e-5),  # 1.1: the text "5e-5"
+    ("1.0e-4", 1e-4),
+    ("1:30", "1:30"),  # 1.1: sexagesimal 90
+    ("010", 10),  # 1.1: octal 8
+    ("0o10", 8),
+    ("yes", "yes"),  # 1.1: true
+    ("on", "on"),
+    ("'5e-5'", "5e-5"),
+    ("3", 3),
+]
+
+
+@pytest.mark.parametrize("text, value", YAML_12, ids=[t for t, _ in YAML_12])
+def test_yaml_12_scalars(tmp_path, text, value):
     path = tmp_path / "p.yaml"
-    path.write_text("a: 5e-5\nb: 1.0e-4\nc: '5e-5'\nd: 3\n")
-    values = read_params_file(path)
-    assert values == {"a": 5e-5, "b": 1e-4, "c": "5e-5", "d": 3}
+    path.write_text(f"a: {text}\n")
+    read = read_params_file(path)["a"]
+    assert read == value and type(read) is type(value)
+
+
+def test_dvc_reads_the_same_values(tmp_path):
+    """DVC's own params loader (what `dvc repro` records in dvc.lock and interpolates into cmd)."""
+    from dvc.utils.serialize import load_yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text("".join(f"k{i}: {text}\n" for i, (text, _) in enumerate(YAML_12)))
+    ours, dvcs = read_params_file(path), load_yaml(str(path))
+    assert [(k, v, type(v)) for k, v in ours.items()] == [(k, v, type(v)) for k, v in dvcs.items()]
+    for shipped in (REPO_PARAMS, REPO / "pretrain" / "params.yaml"):
+        assert read_params_file(shipped) == load_yaml(str(shipped))
+
+
+@pytest.mark.parametrize("key, text, expected", [
+    ("epochs", "1:30", "finetune.epochs: expected a number, got '1:30' (str)"),
+    ("resume", "yes", "finetune.resume: expected true or false, got 'yes' (str)"),
+    ("group_by_length", "on", "finetune.group_by_length: expected true or false, got 'on' (str)"),
+    ("learning_rate", "5e-5", None),
+    ("nproc", "010", None),
+])
+def test_yaml_12_scalars_reach_the_stage_as_dvc_reads_them(tmp_path, key, text, expected):
+    path = tmp_path / "params.yaml"
+    lines = REPO_PARAMS.read_text(encoding="utf-8").splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith(f"  {key}:")]
+    assert len(at) == 1
+    lines[at[0]] = f"  {key}: {text}"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if expected is None:
+        params = load_section("finetune", finetune.FinetuneParams, path)
+        assert {"learning_rate": 5e-5, "nproc": 10}[key] == getattr(params, key)
+        return
+    with pytest.raises(ParamsError) as err:
+        load_section("finetune", finetune.FinetuneParams, path)
+    assert str(err.value) == f"{path}: {expected}"
 
 
 @pytest.mark.parametrize("edit, key, expected", [
@@ -51,6 +115,10 @@ def test_yaml_12_floats_like_dvc(tmp_path):
     (lambda v: v["finetune"].update(resume="yes please"), "finetune.resume", "expected true or false"),
     (lambda v: v["finetune"].update(learning_rate=0), "finetune.learning_rate", "expected more than 0"),
     (lambda v: v["finetune"].update(warmup_proportion=1.5), "finetune.warmup_proportion", "less than 1"),
+    (lambda v: v["finetune"].update(warmup_proportion=1.0), "finetune.warmup_proportion", "less than 1"),
+    (lambda v: v["finetune"].update(schedule="cosine"), "finetune.schedule", "expected one of"),
+    (lambda v: v["finetune"].update(seed=3), "finetune.seed", "unknown key"),  # the seed is each run's --seed
+    (lambda v: v["finetune"].update(loss_scale=128.0), "finetune.loss_scale", "for precision fp16 only"),
     (lambda v: v["data"]["builtin"].update(train_examples=0), "data.builtin.train_examples", "at least 1"),
     (lambda v: v["data"]["builtin"].update(size=3), "data.builtin.size", "unknown key"),
     (lambda v: v["data"].update(source="ftp"), "data.source", "expected one of builtin, download, local"),
@@ -61,7 +129,7 @@ def test_bad_keys_are_named(tmp_path, edit, key, expected):
     path = _write(tmp_path, edit)
     section = key.split(".")[0]
     with pytest.raises(ParamsError) as err:
-        load_section(section, path)
+        load_section(section, SECTIONS[section], path)
     assert key in str(err.value) and expected in str(err.value) and str(path) in str(err.value)
 
 
@@ -78,9 +146,9 @@ def test_bad_matrix(tmp_path, edit, expected):
 
 def test_missing_section_and_file(tmp_path):
     with pytest.raises(ParamsError, match="section 'tokenize' is missing"):
-        load_section("tokenize", _write(tmp_path, lambda v: v.pop("tokenize")))
+        load_section("tokenize", tokenize.TokenizeParams, _write(tmp_path, lambda v: v.pop("tokenize")))
     with pytest.raises(ParamsError, match="params file not found"):
-        load_section("tokenize", tmp_path / "nope.yaml")
+        load_section("tokenize", tokenize.TokenizeParams, tmp_path / "nope.yaml")
 
 
 def test_stage_cli_fails_naming_the_key(tmp_path, caplog):

@@ -13,8 +13,8 @@ from bert.data.cache import CachedFeatures
 from bert.tasks import glue, swag
 from bert.tokenization import BertTokenizer
 from stages import tokenize
-from stages.builtin_data import write_builtin
-from stages.tasks import get_task
+from stages._lib.builtin_data import write_builtin
+from stages._lib.tasks import get_task
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from bert.engine.allocator import find_tcmalloc
+from stages._lib.allocator import find_tcmalloc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bert-pipeline"

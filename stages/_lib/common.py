@@ -1,4 +1,7 @@
-"""What every stage shares: logging, the CLI wrapper, input checks and all-or-nothing outputs."""
+"""What every stage shares: logging, the CLI wrapper, input checks and all-or-nothing outputs.
+
+Light on purpose (no torch at import): download, convert, report and builtin_corpus use it.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +10,31 @@ import contextlib
 import json
 import logging
 import os
-import platform
-import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, TypeVar
 
-from bert.engine.allocator import active_allocator, reexec_with_allocator
+from bert.io.download import sha256_of
 from bert.io.fileio import atomic_path, atomic_write_text
+from stages._lib.params import DEFAULT_PARAMS
 
 logger = logging.getLogger("stages")
+T = TypeVar("T")
 
 
 class MissingInputError(FileNotFoundError, ValueError):
     """A stage's input is not there; the message names the stage that produces it."""
 
 
-def stage_parser(stage: str, doc: str) -> argparse.ArgumentParser:
-    """The argument parser of ``python -m stages.<stage>``, with the shared --params option."""
-    from stages.params import DEFAULT_PARAMS
+def stage_parser(stage: str, doc: str, default_params: Path = DEFAULT_PARAMS) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m stages.<stage>``, with the shared --params and --debug options.
 
+    --debug: a failed stage shows its traceback (as BERT_DEBUG=1 does, and the bert command).
+    """
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="the params file (default params.yaml)")
-    add_debug_flag(parser)
-    return parser
-
-
-def add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    """--debug: a failed stage shows its traceback (as BERT_DEBUG=1 does, and the bert command)."""
+    parser.add_argument("--params", type=Path, default=default_params,
+                        help=f"the params file (default {default_params})")
     parser.add_argument("--debug", action="store_true", help="show the traceback on errors (also BERT_DEBUG=1)")
+    return parser
 
 
 def require_input(path: str | os.PathLike, producer: str, what: str = "input") -> Path:
@@ -108,40 +108,6 @@ def run_stage(name: str, body: Callable[[], None], debug: bool = False) -> int:
     return 0
 
 
-def run_training_program(main: Callable[[], int]) -> NoReturn:
-    """A training stage run as a program: re-executed with tcmalloc first (BERT_ALLOCATOR), then main()."""
-    try:
-        reexec_with_allocator()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(main())
-
-
-def environment() -> dict[str, Any]:
-    """Versions and device, for the report."""
-    import torch
-
-    import bert
-
-    device = "cpu"
-    if torch.cuda.is_available():
-        device = f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "bert_toolkit": bert.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "allocator": active_allocator(),
-    }
-
-
-
-
 def load_features(folder: str | os.PathLike, model_dir: str | os.PathLike):
     """Open a tokenize output split, checking it was made with the model folder's vocab.
 
@@ -149,10 +115,19 @@ def load_features(folder: str | os.PathLike, model_dir: str | os.PathLike):
         the bert.data.cache.CachedFeatures.
     """
     from bert.data.cache import CachedFeatures
-    from bert.io.download import sha256_of
 
     features = CachedFeatures(require_input(folder, "tokenize", "tokenized features"))
+    return check_vocab(features, folder, model_dir, "tokenize")
+
+
+def check_vocab(data: T, folder: str | os.PathLike, model_dir: str | os.PathLike, producer: str) -> T:
+    """`data` (a cache with a manifest: features, pre-training instances) once checked it was made with the
+    model folder's vocab.txt.
+
+    Raises:
+        ValueError: another vocabulary, naming the folder and the stage to re-run.
+    """
     vocab = Path(model_dir) / "vocab.txt"
-    if vocab.is_file() and sha256_of(vocab) != features.manifest.vocab_sha256:
-        raise ValueError(f"{folder}: tokenized with another vocabulary than {vocab}; re-run the tokenize stage")
-    return features
+    if vocab.is_file() and sha256_of(vocab) != data.manifest.vocab_sha256:
+        raise ValueError(f"{folder}: tokenized with another vocabulary than {vocab}; re-run the {producer} stage")
+    return data

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bert.modeling import BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from bert.tasks import TASKS, TaskKind, TaskSpec, get_task as _registry_task
 
 DEMO_FORMATS = {"demo-pair": "mrpc", "demo-qa": "squad1", "demo-mc": "swag"}
@@ -53,6 +52,9 @@ def primary_metric(spec: TaskSpec) -> str:
 
 def head_for(spec: TaskSpec) -> tuple[type, dict[str, Any]]:
     """The model class and its constructor arguments for a task (classification, QA, multiple choice)."""
+    # imported here: the model needs torch, and download and report name tasks without it
+    from bert.modeling import BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
+
     if spec.kind is TaskKind.SQUAD:
         return BertForQuestionAnswering, {}
     if spec.kind is TaskKind.MULTIPLE_CHOICE:

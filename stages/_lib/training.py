@@ -1,0 +1,239 @@
+"""The training stages' one skeleton (finetune, pretrain): a run of the engine from the command line.
+
+    python -m stages.<stage> --params P --model M --out O --history H --work W  [the stage's own flags]
+
+A stage subclasses TrainingStage and says what is its own: its flags, what to train (``prepare``), what
+identifies its inputs (``inputs``) and what to write besides the model (``finish``). ``main`` does the rest,
+in this order:
+
+1. the flags (the old launcher's --local_rank is stripped), then the stage's params section, read into
+   its TrainingParams: the engine's TrainConfig, same fields and checks, plus the process count;
+2. torch.distributed from torchrun's environment (one process: no group);
+3. ``prepare``: the model, the training set, its collate function and the TrainConfig;
+4. resumption (rank 0): the checkpoints under --work are kept only when they were written by the same
+   run, i.e. the same fingerprint: the training trajectory (TrainConfig.trajectory(): not log_every,
+   checkpoint_every or the process count, which change no weight) and the stage's ``inputs``;
+   the engine then continues from the newest one;
+5. the engine's fit, its history streamed to $BERT_HISTORY_STREAM (pipeline.track logs it to MLflow);
+6. rank 0: the model folder (weights, the start model's vocab, the stage's summary JSON with its params
+   and environment), the history and the stage's other files, all or none; then the checkpoints are
+   dropped: the run is complete.
+
+Run as a program (``run_as_program``), the process first re-executes itself with tcmalloc preloaded
+(stages._lib.allocator, BERT_ALLOCATOR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, NoReturn, Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from bert.engine import DistContext, FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed
+from bert.engine import strip_launcher_args
+from bert.io.settings import at_least
+from stages._lib.allocator import active_allocator, reexec_with_allocator
+from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
+from stages._lib.params import DEFAULT_PARAMS, load_section, section_values
+
+logger = logging.getLogger("stages.training")
+FINGERPRINT = "fingerprint.json"  # in --work: the run the checkpoints there belong to
+CHECKPOINTS = "checkpoints"  # the engine's folder under --work
+HISTORY_STREAM_ENV = "BERT_HISTORY_STREAM"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")  # copied from the start model into the output
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingParams(TrainConfig):
+    """A training stage's params section: the engine's TrainConfig (its fields, its checks) plus the
+    number of processes torchrun starts. TrainConfig's min_loss_scale and keep_checkpoints are not in
+    params files: the engine's defaults hold."""
+
+    NOT_IN_PARAMS: ClassVar[tuple[str, ...]] = ("min_loss_scale", "keep_checkpoints")
+    nproc: int = field(metadata=at_least(1))
+
+    def train_config(self, **changes: Any) -> TrainConfig:
+        """The engine's TrainConfig of these params (nproc and the stage's other keys dropped)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{**values, **changes})
+
+
+@dataclass
+class Run:
+    """What a stage's prepare() gives the skeleton to train."""
+
+    model: torch.nn.Module
+    dataset: Dataset  # with .lengths (true sequence lengths, for length-grouped batches) and len()
+    collate_fn: Callable[[list], dict]
+    config: TrainConfig
+
+
+@dataclass
+class Outputs:
+    """What a stage's finish() has rank 0 write, besides the model's weights and the history."""
+
+    summary_name: str  # the JSON written into the model folder, e.g. training.json
+    summary: dict[str, Any]  # its contents; the skeleton adds "params" and "environment"
+    files: dict[Path, Any] = field(default_factory=dict)  # other JSON outputs: path -> value
+    message: str = ""  # the log line saying the run is done
+
+
+class TrainingStage:
+    """One training stage: a subclass sets name, params_cls (and default_params) and says what is its own."""
+
+    name: ClassVar[str]
+    params_cls: ClassVar[type[TrainingParams]]
+    default_params: ClassVar[Path] = DEFAULT_PARAMS
+
+    def __init__(self, doc: str) -> None:
+        self.doc = doc  # the stage module's docstring: its first line is the --help description
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The stage's own flags (the shared ones: the module docstring)."""
+
+    def prepare(self, args: argparse.Namespace, params: TrainingParams, ctx: DistContext) -> Run:
+        """Load the start model and the training data; every rank."""
+        raise NotImplementedError
+
+    def inputs(self, args: argparse.Namespace) -> dict[str, Any]:
+        """What identifies this run's inputs in the resume fingerprint (data manifest, start model); rank 0."""
+        raise NotImplementedError
+
+    def finish(self, args: argparse.Namespace, params: TrainingParams, run: Run, result: FitResult,
+               ctx: DistContext) -> Outputs:
+        """After training, on rank 0: the summary and the stage's other outputs."""
+        raise NotImplementedError
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = stage_parser(self.name, self.doc, self.default_params)
+        parser.add_argument("--model", required=True, type=Path, help="the model folder to start from (stage convert)")
+        self.add_arguments(parser)
+        parser.add_argument("--out", required=True, type=Path, help="the trained model folder to write")
+        parser.add_argument("--history", required=True, type=Path, help="the training history JSON to write")
+        parser.add_argument("--work", required=True, type=Path, help="the folder for resumable checkpoints")
+        return parser
+
+    def main(self, argv: Optional[list[str]] = None) -> int:
+        """The stage's CLI (the module docstring's steps); returns the exit status."""
+        argv, local_rank = strip_launcher_args(sys.argv[1:] if argv is None else argv)  # the old launcher's
+        args = self.parser().parse_args(argv)
+
+        def body() -> None:
+            params = load_section(self.name, self.params_cls, args.params)
+            ctx = setup_distributed(local_rank)
+            try:
+                self.train(args, params, ctx)
+            finally:
+                cleanup_distributed()
+
+        return run_stage(self.name, body, debug=args.debug)
+
+    def train(self, args: argparse.Namespace, params: TrainingParams, ctx: DistContext) -> None:
+        run = self.prepare(args, params, ctx)
+        if ctx.world_size != params.nproc:
+            logger.warning("running on %d processes; params say %s.nproc %d", ctx.world_size, self.name, params.nproc)
+        if ctx.is_main:
+            prepare_work_dir(args.work, {"train_config": run.config.trajectory(), **self.inputs(args)})
+        ctx.barrier()
+        result = fit(run.model, run.dataset, run.collate_fn, run.config, args.work, ctx=ctx,
+                     lengths=run.dataset.lengths, on_log=history_streamer())
+        if ctx.is_main:
+            outputs = self.finish(args, params, run, result, ctx)
+            outputs.summary.update(params=section_values(params), environment=environment())
+            write_outputs(run.model, result, outputs, args.model, args.out, args.history)
+            shutil.rmtree(args.work / CHECKPOINTS, ignore_errors=True)  # the run is complete
+            logger.info("%s", outputs.message)
+        ctx.barrier()
+
+
+def prepare_work_dir(work: Path, fingerprint: dict) -> None:
+    """Keep the checkpoints in `work` only if they belong to this exact run (same fingerprint)."""
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = work / FINGERPRINT
+    old = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
+    if old != fingerprint:
+        for child in work.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        write_json(stamp, fingerprint)
+
+
+def history_streamer() -> Optional[Callable[[dict], None]]:
+    """An on_log callback appending each history point as a JSON line to $BERT_HISTORY_STREAM.
+
+    The MLflow stage wrapper (pipeline.track) tails that file to log metrics while training runs.
+    """
+    path = os.environ.get(HISTORY_STREAM_ENV)
+    if not path:
+        return None
+
+    def append(point: dict) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(point) + "\n")
+
+    return append
+
+
+def fit_summary(result: FitResult, ctx: DistContext) -> dict[str, Any]:
+    """The figures every training summary holds: processes, steps, time, throughput."""
+    return {"world_size": ctx.world_size, "global_steps": result.global_steps, "seconds": result.seconds,
+            "sequences_per_second": result.sequences_per_second, "skipped_steps": result.skipped_steps}
+
+
+def final_loss(result: FitResult) -> Optional[float]:
+    """The training loss of the last history point (None when nothing was logged)."""
+    return result.history[-1]["loss"] if result.history else None
+
+
+def write_outputs(model: torch.nn.Module, result: FitResult, outputs: Outputs, model_dir: Path, out: Path,
+                  history: Path) -> None:
+    """Rank 0: the model folder, the history and the stage's other files, all or none."""
+    with atomic_outputs(out, history, *outputs.files) as (tmp_out, tmp_history, *tmp_files):
+        model.save_pretrained(tmp_out)
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, tmp_out / name)
+        write_json(tmp_out / outputs.summary_name, outputs.summary)
+        for tmp, value in zip(tmp_files, outputs.files.values()):
+            write_json(tmp, value)
+        write_json(tmp_history, [dict(point) for point in result.history])
+
+
+def environment() -> dict[str, Any]:
+    """Versions, device and malloc, for the summary (and the report, and MLflow's tags)."""
+    import bert
+
+    device = "cpu"
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "bert_toolkit": bert.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "allocator": active_allocator(),
+    }
+
+
+def run_as_program(main: Callable[[], int]) -> NoReturn:
+    """A training stage run as a program: re-executed with tcmalloc first (BERT_ALLOCATOR), then main()."""
+    try:
+        reexec_with_allocator()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(main())
