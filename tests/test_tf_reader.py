@@ -18,7 +18,8 @@ import pytest
 
 from bert.formats import tf_reader
 from bert.formats.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
-from bert.formats.tf_reader import CheckpointFormatError, CheckpointReader, crc32c
+from bert.formats.crc32c import crc32c
+from bert.formats.tf_reader import CheckpointFormatError, CheckpointReader
 from bert.formats.tf_writer import write_checkpoint
 
 pytestmark = pytest.mark.xdist_group("tensorflow")  # one TF import per worker, not one per test file

@@ -19,13 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bert.formats.tf_reader import (
-    DTYPES,
-    TABLE_MAGIC,
-    crc32c,
-    data_file_name,
-    mask_crc32c,
-)
+from bert.formats.crc32c import crc32c, mask_crc32c
+from bert.formats.tf_reader import DTYPES, TABLE_MAGIC, data_file_name
 
 __all__ = ["write_checkpoint"]
 
