@@ -28,7 +28,7 @@ from bert.io.releases import archive_map
 from bert.model.activations import ACT2FN, activation, gelu, swish  # noqa: F401 (the original's names here)
 from bert.model.config import BertConfig
 from bert.model.dropout import Dropout
-from bert.model.losses import cross_entropy, masked_lm_loss, may_skip_padding
+from bert.model.losses import cross_entropy, masked_lm_loss, may_skip_padding, sequence_classification_loss
 from bert.model.outputs import (
     BertModelOutput,
     BertModelOutputWithAttentions,
@@ -417,7 +417,7 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
-    """A linear classifier on the pooled output; num_labels=1 is regression with MSE (STS-B)."""
+    """A linear classifier on the pooled output; regression (num_labels=1: MSE) and multi-label as HF's problem_type."""
 
     def __init__(self, config: BertConfig, num_labels: int = 2):
         super().__init__(config)
@@ -434,9 +434,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         logits = self.classifier(self.dropout(pooled_output))  # [B, num_labels]
         if labels is None:
             return logits
-        if self.num_labels == 1:
-            return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
-        return cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return sequence_classification_loss(logits, labels, getattr(self.config, "problem_type", None))
 
 
 class BertForMultipleChoice(BertPreTrainedModel):

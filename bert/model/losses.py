@@ -1,5 +1,6 @@
-"""The heads' losses: cross-entropy with the ignored labels of both conventions, and the masked-LM loss on
-labelled positions only (the vocabulary projection is the costliest matrix product of pre-training)."""
+"""The heads' losses: cross-entropy with the ignored labels of both conventions, sequence classification's
+choice of loss (as HF's problem_type), and the masked-LM loss on labelled positions only (the vocabulary
+projection is the costliest matrix product of pre-training)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,39 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy ignoring label -1 (the original's convention) and -100 (HF's)."""
     labels = labels.masked_fill(labels == IGNORED_LABELS[1], IGNORED_LABELS[0])
     return F.cross_entropy(logits.float(), labels, ignore_index=IGNORED_LABELS[0])
+
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+
+def sequence_classification_loss(logits: Tensor, labels: Tensor, problem_type: Optional[str] = None) -> Tensor:
+    """The loss of [B, num_labels] logits, chosen as HF's BertForSequenceClassification chooses it.
+
+    Args:
+        logits: [B, num_labels].
+        labels: class ids [B]; scores [B] (one label) or [B, num_labels] (regression); multi-hot [B, num_labels].
+        problem_type: the config's: "regression" (MSE), "multi_label_classification" (binary cross-entropy
+            with logits on multi-hot labels, the mean over every label), "single_label_classification"
+            (cross-entropy, ignoring -1 and -100). None: regression for one label, multi-label for
+            floating-point labels shaped as the logits, else single-label.
+    """
+    num_labels = logits.shape[-1]
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif labels.is_floating_point() and labels.shape == logits.shape:
+            problem_type = "multi_label_classification"
+        else:
+            problem_type = "single_label_classification"
+    if problem_type == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
+        return F.mse_loss(logits.float(), labels.float().view_as(logits))
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float().view_as(logits))
+    if problem_type == "single_label_classification":
+        return cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    raise ValueError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)} (or absent), got {problem_type!r}")
 
 
 def masked_lm_loss(predictions: nn.Module, sequence_output: Tensor, labels: Tensor,

@@ -69,6 +69,10 @@ def _is_archive(path: Path) -> bool:
     return tarfile.is_tarfile(path) or zipfile.is_zipfile(path)
 
 
+# HF's config keys of the heads that from_pretrained takes as config overrides, as HF does
+# (``problem_type="multi_label_classification"`` makes BertForSequenceClassification multi-label).
+HEAD_CONFIG_KEYS = ("problem_type", "id2label", "label2id")
+
 _construction = threading.local()  # how deep in nested model constructors this thread is
 
 
@@ -119,7 +123,7 @@ class PreTrainedBertMixin:
             from_tf: read the weights from the folder's TensorFlow checkpoint (``model.ckpt`` or
                 ``bert_model.ckpt``) instead of a PyTorch file.
             kwargs: constructor arguments (``num_labels``, ``num_choices``) and BertConfig fields to
-                override (e.g. ``hidden_dropout_prob=0.0``).
+                override (e.g. ``hidden_dropout_prob=0.0``; also HF's ``problem_type``, ``id2label``, ``label2id``).
         Returns:
             The model, in training mode as a new torch module is (and as the original returns it): call
             ``.eval()`` before inference.
@@ -130,7 +134,7 @@ class PreTrainedBertMixin:
         with opened_model(pretrained_model_name_or_path, cache_dir) as folder:
             config_file = find_file(folder, CONFIG_NAMES, "config file")
             raw = read_json_object(config_file)
-            overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_DEFAULTS}
+            overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_DEFAULTS or k in HEAD_CONFIG_KEYS}
             with _naming(config_file):
                 config = BertConfig.from_dict({**raw, **overrides})
                 kwargs = {**_saved_head_kwargs(cls, raw, inputs, kwargs), **kwargs}

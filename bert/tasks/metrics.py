@@ -2,6 +2,7 @@
 
 GLUE reports: accuracy; F1 (positive class 1) with accuracy for MRPC and QQP; Matthews correlation
 for CoLA (and AX); Pearson and Spearman correlation for STS-B. ``glue_metrics`` bundles them per task.
+Multi-label tasks: micro and macro F1 over multi-hot rows (``multilabel_f1``).
 """
 
 from __future__ import annotations
@@ -150,3 +151,30 @@ def glue_metrics(metric: str, preds: ArrayLike, labels: ArrayLike) -> dict[str, 
         p, s = pearson(preds, labels), spearman(preds, labels)
         return {"pearson": p, "spearmanr": s, "corr": (p + s) / 2}
     raise ValueError(f"unknown GLUE metric {metric!r}; expected acc, acc_and_f1, mcc or pearson_and_spearman")
+
+
+def multilabel_f1(preds: ArrayLike, labels: ArrayLike, average: str = "micro") -> float:
+    """F1 of multi-hot predictions ([N, L] of 0/1: the labels above the threshold), as sklearn's
+    ``f1_score(labels, preds, average=...)``.
+
+    Args:
+        preds, labels: [N, L] arrays of 0/1 (or booleans).
+        average: "micro" (every example x label cell counted together) or "macro" (the mean of the labels'
+            F1, a label with no positive prediction and no positive gold counting 0.0, as sklearn's default).
+    Returns:
+        F1 in [0, 1].
+    """
+    preds, labels = np.asarray(preds).astype(bool), np.asarray(labels).astype(bool)
+    if preds.shape != labels.shape or preds.ndim != 2 or preds.size == 0:
+        raise ValueError(f"predictions {preds.shape} and labels {labels.shape} must be equal, non-empty [N, L] arrays")
+    tp = np.sum(preds & labels, axis=0)
+    fp = np.sum(preds & ~labels, axis=0)
+    fn = np.sum(~preds & labels, axis=0)
+    if average == "micro":
+        denom = 2 * tp.sum() + fp.sum() + fn.sum()
+        return float(2 * tp.sum() / denom) if denom else 0.0
+    if average == "macro":
+        denom = 2 * tp + fp + fn
+        per_label = np.divide(2.0 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
+        return float(per_label.mean())
+    raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")

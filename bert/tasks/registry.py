@@ -35,6 +35,7 @@ class TaskKind(str, Enum):
     SINGLE_CLASSIFICATION = "single_classification"
     PAIR_CLASSIFICATION = "pair_classification"
     REGRESSION = "regression"
+    MULTI_LABEL_CLASSIFICATION = "multi_label_classification"  # labels above a threshold (no task in the table)
     SQUAD = "squad"
     MULTIPLE_CHOICE = "multiple_choice"
 
