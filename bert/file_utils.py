@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from bert.io.download import USER_AGENT, DownloadError, download
 from bert.io.fileio import atomic_path, atomic_write_text
+from bert.io.jsonfile import read_json
 from bert.io.releases import cache_root
 
 logger = logging.getLogger(__name__)
@@ -59,13 +60,10 @@ def filename_to_url(filename: str, cache_dir: Optional[PathLike] = None) -> tupl
     for path in (cache_path, meta_path):
         if not os.path.exists(path):
             raise EnvironmentError(f"file {path} not found")
-    try:
-        with open(meta_path, encoding="utf-8") as meta_file:
-            metadata = json.load(meta_file)
-        return metadata["url"], metadata["etag"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{meta_path}: not a cache metadata file (expected {{\"url\": ..., \"etag\": ...}}; "
-                         f"{type(err).__name__}: {err})") from None
+    metadata = read_json(meta_path)  # a damaged file: one line naming it
+    if not isinstance(metadata, dict) or "url" not in metadata or "etag" not in metadata:
+        raise ValueError(f"{meta_path}: not a cache metadata file (expected {{\"url\": ..., \"etag\": ...}})")
+    return metadata["url"], metadata["etag"]
 
 
 def cached_path(url_or_filename: PathLike, cache_dir: Optional[PathLike] = None) -> str:

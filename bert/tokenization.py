@@ -433,12 +433,9 @@ def _read_tokenizer_config(path: Path) -> dict:
     """The settings in a tokenizer_config.json, or {} when there is none."""
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    from bert.io.jsonfile import read_json_object
+
+    config = read_json_object(path)
     for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
         if key in config and config[key] is not None and not isinstance(config[key], bool):
             raise ValueError(f"{path}: key {key!r} must be true or false, got {config[key]!r}")

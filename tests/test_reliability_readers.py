@@ -67,8 +67,8 @@ def _squad(*qas, context="The cat sat on the mat."):
 
 
 SQUAD_CASES = {
-    "truncated-json": (_squad(_qa())[:60], ["{f}:1:", "invalid JSON"]),
-    "empty-file": (b"", ["{f}:1:1", "invalid JSON"]),
+    "truncated-json": (_squad(_qa())[:60], ["{f}:1:", "not valid JSON"]),
+    "empty-file": (b"", ["{f}:1:1", "not valid JSON"]),
     "top-level-list": ("[]", ["{f}", "'data' list"]),
     "article-without-paragraphs": ('{"data": [{"title": "x"}]}', ["{f}", "article 0", "'paragraphs'"]),
     "context-not-text": (_squad(_qa(), context=["a"]).replace('"context": ["a"]', '"context": 5'),
@@ -235,7 +235,7 @@ def test_tokenize_stage_command_line(tmp_path, raw_data, minilm_dir):
         _write(data / "dev-v1.1.json", SQUAD_CASES["truncated-json"][0])
         proc = run_python(["-m", "stages.tokenize", "--params", str(raw_data / "params.yaml"), "--task", "demo-qa",
                            "--data", str(data), "--model", str(minilm_dir), "--out", str(tmp_path / "out" / "f")])
-        assert_one_clear_error(proc.returncode, proc.stderr, "dev-v1.1.json:1:", "invalid JSON")
+        assert_one_clear_error(proc.returncode, proc.stderr, "dev-v1.1.json:1:", "not valid JSON")
         assert not (tmp_path / "out").exists() or snapshot(tmp_path / "out") == {}
 
 

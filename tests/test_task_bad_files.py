@@ -116,7 +116,7 @@ def test_truncated_json(tmp_path):
     full = (FIXTURES / "squad_v2_sample.json").read_text(encoding="utf-8")
     path = _write(tmp_path, "cut.json", full[: len(full) // 2])
     msg = _error(squad.read_squad_examples, path, False, True)
-    assert re.fullmatch(rf"{re.escape(str(path))}:\d+:\d+: invalid JSON \(.+\)", msg), msg
+    assert re.fullmatch(rf"{re.escape(str(path))}:\d+:\d+: not valid JSON \(.+\)", msg), msg
 
 
 def test_swag_row_with_three_endings(tmp_path):

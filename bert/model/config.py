@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from bert.io.fileio import atomic_write_text
+from bert.io.jsonfile import read_json_object  # noqa: F401 (re-exported: its home before bert.io.jsonfile)
 
 # Names accepted for `hidden_act` (a callable is accepted too, as in the original).
 # "gelu" is the exact erf form (HF, pytorch-pretrained-bert);
@@ -41,30 +42,6 @@ _POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attenti
                   "max_position_embeddings", "type_vocab_size")
 _PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 _POSITIVE_FLOATS = ("initializer_range", "layer_norm_eps")
-
-
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON file holding one object (a config), every failure a one-line ValueError naming the file.
-
-    Raises:
-        ValueError: missing, not UTF-8, not JSON, nested beyond reason, or not an object.
-    """
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: a folder, expected a JSON file") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    except RecursionError:  # e.g. 100 000 nested brackets
-        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")
-    return values
 
 
 class BertConfig:

@@ -8,7 +8,6 @@ where it has the most context; training answers are tightened to the tokens that
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -18,7 +17,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from bert.tasks.records import DataFormatError, SquadExample, SquadFeatures, Tokenizer, read_utf8
+from bert.io.jsonfile import read_json
+from bert.tasks.records import DataFormatError, SquadExample, SquadFeatures, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +63,7 @@ def load_squad_json(path: str | os.PathLike) -> list:
     Returns:
         the parsed ``data`` list; a DataFormatError for broken JSON or a missing ``data`` list.
     """
-    text = read_utf8(path)
-    try:
-        dataset = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}:{e.lineno}:{e.colno}: invalid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DataFormatError(f"{path}: invalid JSON (nested too deeply)") from None
+    dataset = read_json(path, error=DataFormatError)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise DataFormatError(f"{path}: expected a JSON object with a 'data' list of articles")
     return dataset["data"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from bert.io.download import sha256_of
+from bert.io import jsonfile
 from bert.io.fileio import atomic_path, atomic_write_text
 from stages._lib.params import DEFAULT_PARAMS
 
@@ -72,14 +73,20 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | os.PathLike, producer: str) -> Any:
-    """Read a JSON input, naming the stage that produces it when it is missing or broken."""
+def read_json(path: str | os.PathLike, producer: str, expect: Any = None) -> Any:
+    """Read a JSON input (bert.io.jsonfile.read_json), naming the stage that produces it when it is missing or
+    broken.
+
+    Args:
+        path: the file.
+        producer: the stage that writes it, named in the error.
+        expect: the type its top-level value must have (e.g. dict), or None.
+    """
     path = require_input(path, producer)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); "
-                         f"re-run the {producer} stage") from None
+        return jsonfile.read_json(path, expect)
+    except ValueError as err:
+        raise ValueError(f"{err}; re-run the {producer} stage") from None
 
 
 def setup_logging(rank: int = 0) -> None:
