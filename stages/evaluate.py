@@ -14,7 +14,6 @@ majority-class baseline: always predicting the train set's most frequent label (
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bert.data.cache import CachedFeatures, pad_collate
+from bert.data.cache import METADATA, CachedFeatures, pad_collate
 from bert.engine import predict, setup_distributed
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks.records import SquadFeatures, SquadResult
@@ -33,7 +32,9 @@ from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
 from bert.tasks.squad_postprocess import compute_predictions
 from bert.engine.precision import PRECISIONS
 from bert.io.settings import at_least, one_of
-from stages._lib.common import atomic_outputs, load_features, require_input, run_stage, stage_parser, write_json
+from bert.io.fileio import sha256_of
+from stages._lib.common import (atomic_outputs, load_features, read_json, require_input, run_stage, stage_parser,
+                                write_json)
 from stages._lib.params import load_section
 from stages._lib.tasks import get_task, head_for, primary_metric
 
@@ -70,7 +71,7 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
     if spec.kind is TaskKind.REGRESSION:
         pred = logits.view(-1).float().numpy()
         metrics = _points(spec.compute_metrics(pred, gold))
-        rows = [{"id": i, "label": float(g), "prediction": float(p)} for i, g, p in zip(ids, gold, pred)]
+        rows = [{"id": i, "label": float(g), "prediction": float(p)} for i, g, p in zip(ids, gold, pred, strict=True)]
         return metrics, {"predictions": rows}
     pred = logits.argmax(-1).numpy()
     k = logits.shape[-1]
@@ -80,7 +81,7 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
     majority = _points(spec.compute_metrics(np.full_like(gold, majority_class), gold))
     probs = torch.softmax(logits.float(), -1).numpy()
     rows = [{"id": i, "label": names[g], "prediction": names[p], "probabilities": [round(float(x), 6) for x in pr]}
-            for i, g, p, pr in zip(ids, gold, pred, probs)]
+            for i, g, p, pr in zip(ids, gold, pred, probs, strict=True)]
     extra = {
         "labels": names,
         "confusion": confusion(gold, pred, k),
@@ -93,11 +94,12 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
 
 def squad_metrics(spec: TaskSpec, outputs: tuple, dev: CachedFeatures, data_dir: Path, params: EvaluateParams):
     """EM/F1 by the official script, from the windows' start and end logits."""
+    dev_file = spec.processor.path(data_dir, "dev")
+    if dev.manifest.extra.get("source_sha256") != sha256_of(dev_file):
+        raise ValueError(f"{dev_file}: not the file the features in {dev.folder} were made from (another "
+                         "sha256 than their manifest records); re-run the tokenize stage")
     examples = spec.processor.get_examples(data_dir, "dev")
-    if len(examples) != dev.manifest.num_examples:
-        raise ValueError(f"{data_dir}: {len(examples)} dev questions, but the features were made from "
-                         f"{dev.manifest.num_examples}; re-run the tokenize stage")
-    features = [SquadFeatures(input_ids=[], segment_ids=[], **meta) for meta in dev.metadata]
+    features = squad_features(dev)
     start_logits, end_logits = outputs
     results = [SquadResult(f.unique_id, start_logits[i, : len(f.tokens)].tolist(),
                            end_logits[i, : len(f.tokens)].tolist()) for i, f in enumerate(features)]
@@ -114,19 +116,48 @@ def squad_metrics(spec: TaskSpec, outputs: tuple, dev: CachedFeatures, data_dir:
     return metrics, {"predictions": answers.predictions, "nbest": answers.nbest}
 
 
+def squad_features(dev: CachedFeatures) -> list[SquadFeatures]:
+    """The SQuAD dev features' token maps, from the split's metadata.json (one entry per feature)."""
+    keys = {"unique_id", "example_index", "doc_span_index", "tokens", "token_to_orig_map", "token_is_max_context"}
+    metadata = dev.metadata
+    if not isinstance(metadata, list):
+        raise ValueError(f"{dev.folder / METADATA}: expected a list of SQuAD token maps, one per feature")
+    for i, meta in enumerate(metadata):
+        if not isinstance(meta, dict) or meta.keys() != keys:
+            raise ValueError(f"{dev.folder / METADATA}: feature {i}: expected the keys {sorted(keys)}")
+    return [SquadFeatures(input_ids=[], segment_ids=[], **meta) for meta in metadata]
+
+
+def load_finetuned(head: type, model_dir: Path, task: str):
+    """The task's fine-tuned model; refused when its folder lacks the head's weights or was fine-tuned on
+    another task (a random head's metrics would look like a result)."""
+    summary = model_dir / "training.json"
+    if summary.is_file():
+        trained_on = read_json(summary, "finetune", dict).get("task")
+        if trained_on is not None and trained_on != task:
+            raise ValueError(f"{summary}: a model fine-tuned on {trained_on!r}, not {task!r}; evaluate the "
+                             f"model of {task}, or pass --untrained for the baseline")
+    model = head.from_pretrained(model_dir)
+    missing = model.load_report.missing
+    if missing:
+        raise ValueError(f"{model_dir}: no weights for the {task} head ({', '.join(missing)}): not a model "
+                         f"fine-tuned for {task}; fine-tune it first, or pass --untrained for the baseline")
+    return model
+
+
 def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, untrained: bool,
              params: EvaluateParams) -> tuple[dict, dict]:
     """Predict the dev set; returns (the metrics.json record, extra outputs incl. predictions)."""
     spec = get_task(task)
     producer = "convert" if untrained else "finetune"
     require_input(model_dir / "config.json", producer, "model")
-    dev = load_features(Path(features_dir) / "dev", model_dir)
+    dev = load_features(Path(features_dir) / "dev", model_dir, task)
     head, kwargs = head_for(spec)
     if untrained:
         torch.manual_seed(params.baseline_seed)
         model = head.from_pretrained(model_dir, **kwargs)
     else:
-        model = head.from_pretrained(model_dir)
+        model = load_finetuned(head, model_dir, task)
     start = time.perf_counter()
     ctx = setup_distributed()  # one process: the GPU when there is one, else the CPU
     outputs = predict(model, dev, functools.partial(pad_collate, pad_id=0), batch_size=params.batch_size,
@@ -137,11 +168,11 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
         require_input(data_dir, "download", f"raw data of {task}")
         metrics, extra = squad_metrics(spec, outputs, dev, data_dir, params)
     else:
-        train_labels = CachedFeatures(Path(features_dir) / "train").labels("labels")
+        train_labels = load_features(Path(features_dir) / "train", model_dir, task).labels("labels")
         metrics, extra = classification_metrics(spec, outputs[0], dev, train_labels)
     training = None
     if not untrained and (model_dir / "training.json").is_file():
-        training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+        training = read_json(model_dir / "training.json", "finetune", dict)
     record: dict[str, Any] = {
         "task": task, "kind": spec.kind.value, "metric": spec.metric, "primary": primary_metric(spec),
         "untrained": untrained, "metrics": metrics, "dev_examples": dev.manifest.num_examples,

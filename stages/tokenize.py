@@ -63,14 +63,17 @@ class FastIds:
         return [t if isinstance(t, int) else self.vocab[t] for t in tokens]
 
 
-def _manifest(task: str, split: str, params: TokenizeParams, vocab_sha: str, spec: TaskSpec, **counts) -> CacheManifest:
+def _manifest(task: str, split: str, params: TokenizeParams, vocab_sha: str, spec: TaskSpec, source: Path,
+              **counts) -> CacheManifest:
     is_squad = spec.kind is TaskKind.SQUAD
     return CacheManifest(
         task=task, split=split, vocab_sha256=vocab_sha, do_lower_case=params.do_lower_case,
         max_seq_length=params.max_seq_length,
         doc_stride=params.doc_stride if is_squad else None,
         max_query_length=params.max_query_length if is_squad else None,
-        extra={"kind": spec.kind.value, "metric": spec.metric, "labels": list(spec.labels or []) or None},
+        # source_sha256: evaluate scores SQuAD against the raw dev file, which must be the one read here
+        extra={"kind": spec.kind.value, "metric": spec.metric, "labels": list(spec.labels or []) or None,
+               "source_sha256": sha256_of(source)},
         **counts,
     )
 
@@ -79,8 +82,9 @@ def tokenize_split(spec: TaskSpec, task: str, split: str, data: Path, out: Path,
                    params: TokenizeParams, vocab_sha: str) -> CacheManifest:
     """Featurise one split of `task` into the cache folder `out`; returns its manifest."""
     examples = spec.processor.get_examples(data, split)
+    source = spec.processor.path(data, split)
     if not examples:
-        raise ValueError(f"{spec.processor.path(data, split)}: no examples")
+        raise ValueError(f"{source}: no examples")
     n = len(examples)
     if spec.kind is TaskKind.SQUAD:
         words = CachedTokenizer(tokenizer)
@@ -98,7 +102,7 @@ def tokenize_split(spec: TaskSpec, task: str, split: str, data: Path, out: Path,
             {"unique_id": f.unique_id, "example_index": f.example_index, "doc_span_index": f.doc_span_index,
              "tokens": f.tokens, "token_to_orig_map": f.token_to_orig_map,
              "token_is_max_context": f.token_is_max_context} for f in features]
-        manifest = _manifest(task, split, params, vocab_sha, spec, num_examples=n, num_features=len(features),
+        manifest = _manifest(task, split, params, vocab_sha, spec, source, num_examples=n, num_features=len(features),
                              num_truncated=truncated, label_keys=tuple(labels))
         write_cache(out, [f.input_ids for f in features], [f.segment_ids for f in features], labels, manifest, metadata)
         return manifest
@@ -110,14 +114,14 @@ def tokenize_split(spec: TaskSpec, task: str, split: str, data: Path, out: Path,
         labels = {"labels": [f.label for f in mc]}
         truncated = sum(any(c.truncated for c in f.choices) for f in mc)
         metadata = {"ids": [f.example_id for f in mc]}
-        manifest = _manifest(task, split, params, vocab_sha, spec, num_examples=n, num_features=n,
+        manifest = _manifest(task, split, params, vocab_sha, spec, source, num_examples=n, num_features=n,
                              num_truncated=truncated, label_keys=("labels",), num_choices=len(ids[0]))
     else:
         features = glue.convert_examples_to_features(examples, spec.labels, params.max_seq_length, fast)
         ids, types = [f.input_ids for f in features], [f.segment_ids for f in features]
         labels = {"labels": [f.label_id for f in features]}
         metadata = {"ids": [e.guid for e in examples]}
-        manifest = _manifest(task, split, params, vocab_sha, spec, num_examples=n, num_features=n,
+        manifest = _manifest(task, split, params, vocab_sha, spec, source, num_examples=n, num_features=n,
                              num_truncated=sum(f.truncated for f in features), label_keys=("labels",))
     write_cache(out, ids, types, labels, manifest, metadata)
     return manifest

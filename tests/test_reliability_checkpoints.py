@@ -337,7 +337,7 @@ def test_bad_training_checkpoint_error_is_one_line(tmp_path, trained_inputs, cap
 @pytest.mark.parametrize("case, file, content, fragments", [
     ("truncated tensors", "train/features.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{", ["not a readable feature file"]),
     ("manifest not JSON", "train/manifest.json", b"{\"task\": ", ["manifest.json", "not valid JSON"]),
-    ("manifest of another format", "train/manifest.json", b"{\"format_version\": 99}", ["format_version 1"]),
+    ("manifest of another format", "train/manifest.json", b"{\"format_version\": 99}", ["format_version 2, found 99"]),
     ("no manifest", "train/manifest.json", None, ["not a feature cache"]),
 ])
 def test_damaged_feature_cache(tmp_path, trained_inputs, caplog, case, file, content, fragments):

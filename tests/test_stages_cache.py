@@ -114,7 +114,7 @@ def test_bad_folders(tmp_path):
     write_cache(tmp_path / "c", ids, types, {"labels": [0, 1, 0]}, _manifest(3))
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     (tmp_path / "c" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
-    with pytest.raises(ValueError, match="format_version 1"):
+    with pytest.raises(ValueError, match="format_version 2, found 99"):
         CachedFeatures(tmp_path / "c")
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "c" / "features.safetensors").write_bytes(b"\x00" * 10)

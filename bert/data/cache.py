@@ -2,7 +2,8 @@
 
 One folder per split, written atomically:
 
-    manifest.json         what produced the tensors (vocab sha256, casing, lengths) and counts
+    manifest.json         what produced the tensors (vocab sha256, casing, lengths), counts, and the sha256
+                          of the two files below (checked when the cache is opened)
     features.safetensors  input_ids (int32) and token_type_ids (uint8) of every row, concatenated,
                           offsets (int64, rows + 1): row r is flat[offsets[r]:offsets[r + 1]],
                           and one tensor per label key (labels, or start_positions + end_positions)
@@ -10,6 +11,9 @@ One folder per split, written atomically:
 
 A row is one sequence at its true length (no padding). A multiple-choice feature is num_choices
 consecutive rows. ``pad_collate`` pads a batch to its own longest sequence and builds the mask.
+
+Opening a cache checks it whole (bert.data.cache_checks): its files' sha256, every tensor the manifest lists,
+the offsets, each label against the task's labels, one metadata entry per feature.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bert.data import cache_checks
 from bert.io.fileio import atomic_path
+from bert.io.jsonfile import read_json, read_json_object
 from bert.model.plan import Packing
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records the sha256 of features.safetensors and metadata.json
 MANIFEST = "manifest.json"
 TENSORS = "features.safetensors"
 METADATA = "metadata.json"
@@ -57,6 +63,8 @@ class CacheManifest:
     label_keys: tuple[str, ...]
     num_choices: int = 0
     extra: dict = field(default_factory=dict)  # task specifics, e.g. {"labels": ["0", "1"]}
+    # file name -> sha256 of features.safetensors and metadata.json, filled in by write_cache_folder
+    sha256: dict = field(default_factory=dict, compare=False)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -83,8 +91,6 @@ def write_cache(
     Returns:
         the folder.
     """
-    from safetensors.torch import save_file
-
     n = len(input_ids)
     if len(token_type_ids) != n or manifest.num_features != n:
         raise ValueError(f"{folder}: {n} input_ids, {len(token_type_ids)} token_type_ids, "
@@ -113,12 +119,25 @@ def write_cache(
             raise ValueError(f"{folder}: {len(values)} values of {key} for {n} features")
         is_float = any(isinstance(v, float) for v in values)
         tensors[key] = torch.tensor(values, dtype=torch.float32 if is_float else torch.int64)
+    return write_cache_folder(folder, tensors, manifest, metadata)
+
+
+def write_cache_folder(folder: str | os.PathLike, tensors: dict[str, Tensor], manifest: CacheManifest,
+                       metadata: Optional[Any] = None) -> Path:
+    """Write a cache folder atomically: the tensors, metadata.json, and manifest.json recording their sha256.
+
+    Returns:
+        the folder.
+    """
+    from safetensors.torch import save_file
+
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
-        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         if metadata is not None:
             (tmp / METADATA).write_text(json.dumps(metadata), encoding="utf-8")
+        digests = cache_checks.file_digests(tmp, (TENSORS, METADATA))
+        (tmp / MANIFEST).write_text(dataclasses.replace(manifest, sha256=digests).to_json(), encoding="utf-8")
     return Path(folder)
 
 
@@ -132,16 +151,15 @@ def read_manifest(folder: str | os.PathLike) -> CacheManifest:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: not a feature cache (no {MANIFEST})")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: expected a feature cache manifest of format_version {FORMAT_VERSION}")
+    raw = read_json_object(path)
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: expected a feature cache manifest of format_version {FORMAT_VERSION}, found "
+                         f"{raw.get('format_version')!r}; {cache_checks.REMAKE}")
     names = {f.name for f in dataclasses.fields(CacheManifest)}
-    missing = sorted(names - raw.keys() - {"extra", "num_choices", "format_version"})
+    missing = sorted(names - raw.keys() - {"extra", "num_choices"})
     if missing:
         raise ValueError(f"{path}: manifest misses {', '.join(missing)}")
+    cache_checks.check_manifest_fields(path, raw)
     raw["label_keys"] = tuple(raw["label_keys"])
     return CacheManifest(**{k: v for k, v in raw.items() if k in names})
 
@@ -159,17 +177,16 @@ class CachedFeatures(Dataset):
 
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
+        path = self.folder / TENSORS
         try:
-            tensors = load_file(str(self.folder / TENSORS))
+            tensors = load_file(str(path))
         except Exception as err:  # a truncated or foreign file: one line naming it
-            raise ValueError(f"{self.folder / TENSORS}: not a readable feature file ({err})") from None
+            raise ValueError(f"{path}: not a readable feature file ({err})") from None
+        cache_checks.check_digest(path, self.manifest.sha256)
+        cache_checks.check_tensors(path, tensors, self.manifest)
         self._ids, self._types, self._offsets = tensors["input_ids"], tensors["token_type_ids"], tensors["offsets"]
         self._labels = {k: tensors[k] for k in self.manifest.label_keys}
         self._choices = max(self.manifest.num_choices, 1)
-        rows = len(self._offsets) - 1
-        if rows != self.manifest.num_features * self._choices:
-            raise ValueError(f"{self.folder}: {rows} rows stored, the manifest implies "
-                             f"{self.manifest.num_features * self._choices}")
         row_lengths = (self._offsets[1:] - self._offsets[:-1]).view(-1, self._choices)
         self.lengths: list[int] = row_lengths.max(dim=1).values.tolist()
         self._metadata: Any = None
@@ -205,13 +222,20 @@ class CachedFeatures(Dataset):
 
     def labels(self, key: str = "labels") -> Tensor:
         """All values of a label key, in feature order."""
+        if key not in self._labels:
+            raise ValueError(f"{self.folder}: no {key!r} labels (the split has {list(self._labels) or 'none'})")
         return self._labels[key]
 
     @property
     def metadata(self) -> Any:
-        """The split's metadata.json (None when it has none), read once."""
-        if self._metadata is None and (self.folder / METADATA).is_file():
-            self._metadata = json.loads((self.folder / METADATA).read_text(encoding="utf-8"))
+        """The split's metadata.json (None when it has none), read once and checked (its sha256, one entry per
+        feature)."""
+        path = self.folder / METADATA
+        if self._metadata is None and (path.is_file() or METADATA in self.manifest.sha256):
+            metadata = read_json(path)  # missing or damaged: one line naming it
+            cache_checks.check_digest(path, self.manifest.sha256)
+            cache_checks.check_metadata(path, metadata, self.manifest.num_features)
+            self._metadata = metadata
         return self._metadata
 
 

@@ -30,14 +30,13 @@ import torch
 from torch import Tensor
 
 from bert.data.cache import (
-    MANIFEST,
     TENSORS,
     CachedFeatures,
     CacheManifest,
     add_packing,
     pad_batch,
+    write_cache_folder,
 )
-from bert.io.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -348,8 +347,6 @@ def write_pretraining_cache(folder: str | os.PathLike, features: Sequence[Pretra
     Returns:
         the folder.
     """
-    from safetensors.torch import save_file
-
     if manifest.num_features != len(features) or tuple(manifest.label_keys) != (NSP_LABEL,):
         raise ValueError(f"{folder}: manifest says {manifest.num_features} features with labels "
                          f"{list(manifest.label_keys)}, got {len(features)} with [{NSP_LABEL!r}]")
@@ -369,11 +366,7 @@ def write_pretraining_cache(folder: str | os.PathLike, features: Sequence[Pretra
     }
     if not (len(tensors["token_type_ids"]) == len(tensors[MLM_LABELS]) == int(offsets[-1])):
         raise ValueError(f"{folder}: a feature's input_ids, token_type_ids and masked_lm_labels differ in length")
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        save_file(tensors, str(tmp / TENSORS))
-        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    return Path(folder)
+    return write_cache_folder(folder, tensors, manifest)
 
 
 class PretrainingDataset(CachedFeatures):
@@ -394,6 +387,9 @@ class PretrainingDataset(CachedFeatures):
             self._mlm = f.get_tensor(MLM_LABELS)
         if len(self._mlm) != len(self._ids):
             raise ValueError(f"{path}: {len(self._mlm)} {MLM_LABELS} for {len(self._ids)} input_ids")
+        if len(self._mlm) and int(self._mlm.min()) < IGNORE_INDEX:
+            raise ValueError(f"{path}: {MLM_LABELS} below {IGNORE_INDEX} (expected a token id, or {IGNORE_INDEX} "
+                             "where there is nothing to predict)")
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         item = super().__getitem__(i)

@@ -25,6 +25,8 @@ from typing import Iterator, Optional
 
 from tqdm.auto import tqdm
 
+from bert.io.fileio import sha256_of  # noqa: F401 (re-exported: the stages import it from here)
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "bert-toolkit/0.1 (+https://github.com/google-research/bert)"
@@ -44,15 +46,6 @@ class DownloadError(OSError):
 
 class ChecksumError(DownloadError, ValueError):
     """The bytes arrived but are not the expected ones (size or sha256)."""
-
-
-def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

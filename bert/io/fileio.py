@@ -1,6 +1,6 @@
 """The one way the project writes a file: atomically, and without ever replacing what is not a file.
 
-    atomic_path(out) ──yields──► .out.HOST-PID-START.xxxxxxxx.tmp ──caller writes──► os.replace ──► out
+    atomic_path(out) ──► .out.HOST-PID-START.xxxxxxxx.tmp ──caller writes──► os.replace ──► out
 
 A crash never leaves a half-written output under its final name. What the output path already is decides
 how it is written (the policy the README states):
@@ -272,6 +272,15 @@ def _free_bytes(folder: Path) -> int:
 def _disk_full_message(path: Path, folder: Path) -> str:
     return (f"{path}: disk full (no space left on the device; {_free_bytes(folder)} bytes free in {folder}); "
             "the output was not written")
+
+
+def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -115,15 +115,21 @@ def run_stage(name: str, body: Callable[[], None], debug: bool = False) -> int:
     return 0
 
 
-def load_features(folder: str | os.PathLike, model_dir: str | os.PathLike):
-    """Open a tokenize output split, checking it was made with the model folder's vocab.
+def load_features(folder: str | os.PathLike, model_dir: str | os.PathLike, task: str | None = None):
+    """Open a tokenize output split (checked whole: bert.data.cache), checking it was made for `task` (when
+    given) with the model folder's vocab.
 
     Returns:
         the bert.data.cache.CachedFeatures.
+    Raises:
+        ValueError: features of another task or vocabulary, or a damaged cache (naming the file).
     """
-    from bert.data.cache import CachedFeatures
+    from bert.data.cache import MANIFEST, CachedFeatures
 
     features = CachedFeatures(require_input(folder, "tokenize", "tokenized features"))
+    if task is not None and features.manifest.task != task:
+        raise ValueError(f"{Path(folder) / MANIFEST}: features of task {features.manifest.task!r}, not {task!r}; "
+                         f"run the tokenize stage for {task}")
     return check_vocab(features, folder, model_dir, "tokenize")
 
 
@@ -135,6 +141,9 @@ def check_vocab(data: T, folder: str | os.PathLike, model_dir: str | os.PathLike
         ValueError: another vocabulary, naming the folder and the stage to re-run.
     """
     vocab = Path(model_dir) / "vocab.txt"
-    if vocab.is_file() and sha256_of(vocab) != data.manifest.vocab_sha256:
+    if not vocab.is_file():
+        raise ValueError(f"{vocab}: missing, so the features in {folder} cannot be checked against the model's "
+                         "vocabulary; put the vocab.txt the model was trained with in its folder")
+    if sha256_of(vocab) != data.manifest.vocab_sha256:
         raise ValueError(f"{folder}: tokenized with another vocabulary than {vocab}; re-run the {producer} stage")
     return data
