@@ -472,9 +472,9 @@ class BertForTokenClassification(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None,
                 packing: Optional[Packing] = None):
-        # The loss reads real tokens only (padding's labels are masked below), so it may skip padding;
-        # logits alone keep the padded computation's values everywhere.
-        skip = labels is not None
+        # The loss reads real tokens only (padding's labels are masked below), so it may skip padding; logits
+        # alone keep the padded computation's values everywhere, unless a loader's packing asks for real tokens.
+        skip = labels is not None or packing is not None
         sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip,
                                        packing=packing if skip else None)
         logits = self.classifier(self.dropout(sequence_output))  # [B, T, num_labels]
@@ -495,8 +495,10 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 start_positions=None, end_positions=None, packing: Optional[Packing] = None):
-        # No skip_padding: the original's softmax over positions includes the padded ones.
-        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False)
+        # Logits alone skip padding if a loader's packing asks; the loss keeps it (the original's softmax has it).
+        skip = packing is not None and (start_positions is None or end_positions is None)
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, False, skip_padding=skip,
+                                       packing=packing if skip else None)
         start_logits, end_logits = self.qa_outputs(sequence_output).split(1, dim=-1)  # 2 x [B, T, 1]
         start_logits, end_logits = start_logits.squeeze(-1), end_logits.squeeze(-1)
         if start_positions is None or end_positions is None:

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_help_for_every_subcommand(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    commands = ["convert-tf-checkpoint", "export-tf-checkpoint", "extract-features", "download"]
+    commands = ["convert-tf-checkpoint", "export-tf-checkpoint", "extract-features", "predict", "download"]
     assert all(c in text for c in commands)
     for command in commands:
         assert main([command, "--help"]) == 0

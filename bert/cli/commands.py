@@ -3,6 +3,7 @@
     bert convert-tf-checkpoint TF_CHECKPOINT [BERT_CONFIG] OUT_DIR   Google TF checkpoint -> our folder
     bert export-tf-checkpoint MODEL OUT_PREFIX                        our folder -> Google TF checkpoint
     bert extract-features --input-file IN --output-file OUT          token vectors as JSON lines
+    bert predict --model DIR --input FILE [--output FILE]            a fine-tuned model's predictions as JSON lines
     bert download NAME...                                            fetch and convert into the cache
     bert convert_tf_checkpoint_to_pytorch TF_CHECKPOINT TF_CONFIG PYTORCH_DUMP_OUTPUT   (pytorch-pretrained-bert's)
 
@@ -52,6 +53,12 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from bert.cli.predict import predict_command
+
+    return predict_command(args)
+
+
 def _download(args: argparse.Namespace) -> int:
     from bert.io import hub
 
@@ -88,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars, warnings only")
     parser = argparse.ArgumentParser(prog="bert", parents=[common], description=(
-        "Google's BERT in PyTorch: convert TF checkpoints both ways, fetch released models, extract features."))
+        "Google's BERT in PyTorch: convert TF checkpoints both ways, fetch released models, extract features, "
+        "predict with fine-tuned models."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert-tf-checkpoint", parents=[common],
@@ -133,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--cache-dir", help="download cache for model names")
     p.set_defaults(func=_extract)
+
+    from bert.cli import predict  # the standard library only: no torch for --help
+
+    p = sub.add_parser("predict", parents=[common], help="a fine-tuned model's predictions on new inputs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=predict.HELP,
+                       description="Predict with a fine-tuned model folder (one the pipeline wrote, e.g. "
+                       "models/finetuned/mrpc/seed42): classification, regression, multi-label, extractive QA "
+                       "or multiple choice, as its config.json says. One JSON line per input, in input order.")
+    predict.add_arguments(p, _positive_int)
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser("download", parents=[common], help="fetch and convert released models into the cache",
                        description="Download Google's released checkpoints by name, convert them once and print "

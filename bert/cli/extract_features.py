@@ -19,6 +19,8 @@ from typing import Iterator, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from bert.data.cache import pad_collate
+from bert.engine.batch import to_device
 from bert.io.fileio import atomic_path
 from bert.modeling import BertModel
 from bert.tokenization import BertTokenizer, truncate_seq_pair
@@ -118,10 +120,16 @@ def check_paths(input_file: str | os.PathLike, output_file: str | os.PathLike) -
         raise ValueError(f"--output-file {output} is the input file; choose another name")
 
 
-@torch.no_grad()
+CHUNK_BATCHES = 8  # batches per chunk: the span inside which lines are sorted by length (their vectors wait there)
+
+
+@torch.inference_mode()
 def extract(model: BertModel, features: Sequence[InputFeatures], layers: Sequence[int], batch_size: int = 32,
             device: str | torch.device = "cpu", progress: bool = True) -> Iterator[dict]:
-    """Run the model in batches (each padded to its longest example) and yield Google's JSON records.
+    """Run the model on real tokens only and yield Google's JSON records, in input order.
+
+    Within each chunk of lines, batches are made of lines of similar length (sorted), padded to their longest
+    and packed (bert/model/plan.py): the dense layers compute real tokens alone. Outputs are unchanged.
 
     Yields:
         {"linex_index": ..., "features": [{"token": ..., "layers": [{"index": ..., "values": [...]}]}]}
@@ -129,24 +137,30 @@ def extract(model: BertModel, features: Sequence[InputFeatures], layers: Sequenc
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     model.eval().to(device)
+    chunk = batch_size * CHUNK_BATCHES
     with tqdm(total=len(features), desc="extract-features", unit="line", disable=not progress) as bar:
-        for start in range(0, len(features), batch_size):
-            batch = features[start:start + batch_size]
-            width = max(len(f.input_ids) for f in batch)
-            pad = lambda values: [v + [0] * (width - len(v)) for v in values]  # noqa: E731
-            input_ids = torch.tensor(pad([f.input_ids for f in batch]), device=device)
-            type_ids = torch.tensor(pad([f.input_type_ids for f in batch]), device=device)
-            mask = torch.tensor(pad([[1] * len(f.input_ids) for f in batch]), device=device)
-            encoded, _ = model(input_ids, type_ids, mask, output_all_encoded_layers=True)
-            chosen = [encoded[layer].float().cpu() for layer in layers]
-            for row, feature in enumerate(batch):
+        for begin in range(0, len(features), chunk):
+            part = features[begin:begin + chunk]
+            order = sorted(range(len(part)), key=lambda i: -len(part[i].input_ids))
+            vectors: list[Optional[torch.Tensor]] = [None] * len(part)  # [L, T, H] per line, float32 on the CPU
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                batch = to_device(pad_collate([{"input_ids": torch.tensor(part[i].input_ids),
+                                                "token_type_ids": torch.tensor(part[i].input_type_ids)}
+                                               for i in rows]), torch.device(device))
+                encoded, _ = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                                   output_all_encoded_layers=True, skip_padding=True, packing=batch.get("packing"))
+                chosen = torch.stack([encoded[layer] for layer in layers], 1).float().cpu()  # [B, L, T, H]
+                for row, i in enumerate(rows):
+                    vectors[i] = chosen[row, :, : len(part[i].input_ids)]
+            for feature, values in zip(part, vectors):
                 tokens = []
                 for position, token in enumerate(feature.tokens):
                     tokens.append({"token": token, "layers": [
-                        {"index": layer, "values": [round(x, 6) for x in values[row, position].tolist()]}
-                        for layer, values in zip(layers, chosen)]})
+                        {"index": layer, "values": [round(x, 6) for x in values[k, position].tolist()]}
+                        for k, layer in enumerate(layers)]})
                 yield {"linex_index": feature.unique_id, "features": tokens}
-            bar.update(len(batch))
+            bar.update(len(part))
 
 
 def extract_features(input_file: str | os.PathLike, output_file: str | os.PathLike,

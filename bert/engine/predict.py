@@ -1,9 +1,10 @@
 """Inference over a dataset, sharded across ranks and gathered back in dataset order.
 
-Each rank runs every world_size-th example (after sorting by length, when lengths are given, so that
+Each rank runs every world_size-th example (after sorting by length, when lengths are known, so that
 batches need little padding), each example exactly once: unlike DistributedSampler, nothing is
 duplicated to even out the shards. The shards are then padded to equal size, all-gathered and put
-back in dataset order on every rank.
+back in dataset order on every rank. Real tokens only: the collate functions' packing (bert/data/cache.py)
+makes the heads skip padding, and the outputs at padded positions are zeroed.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], dic
         batch_size: examples per forward pass on each rank.
         precision: "fp32", "fp16" or "bf16" (autocast); outputs are returned as float32.
         ctx: from setup_distributed(); None means one process on the CPU.
-        lengths: true lengths; sorting by them makes batches with little padding.
+        lengths: true lengths; sorting by them makes batches with little padding (default: the dataset's
+            ``lengths`` attribute when it has one, as CachedFeatures does).
         num_workers: DataLoader worker processes.
         progress: show a tqdm bar on rank 0.
     Returns:
@@ -108,6 +110,8 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], dic
         raise ValueError("predict got an empty dataset")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if lengths is None:
+        lengths = getattr(dataset, "lengths", None)
     shards = [eval_shard(n, ctx.world_size, r, lengths) for r in range(ctx.world_size)]
     mine = shards[ctx.rank]
     policy = Precision(precision, ctx.device)
@@ -118,15 +122,16 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], dic
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
                         num_workers=num_workers, pin_memory=ctx.device.type == "cuda")
     local: list[list[torch.Tensor]] = []
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not (ctx.is_main and progress)):
-        inputs = {k: v for k, v in to_device(batch, ctx.device).items() if k not in LABEL_KEYS}
-        with policy.autocast():
+    # One autocast region for the whole loop: its cache casts each weight to half precision once, not per batch.
+    with policy.autocast():
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=not (ctx.is_main and progress)):
+            inputs = {k: v for k, v in to_device(batch, ctx.device).items() if k not in LABEL_KEYS}
             outs = _as_tuple(model(**inputs))
-        if not local:
-            local = [[] for _ in outs]
-        mask = inputs.get("attention_mask")
-        for k, t in enumerate(outs):
-            local[k].append(_zero_padding(t.float(), mask))
+            if not local:
+                local = [[] for _ in outs]
+            mask = inputs.get("attention_mask")
+            for k, t in enumerate(outs):
+                local[k].append(_zero_padding(t.float(), mask))
     model.train(was_training)
 
     shapes = _global_shapes(ctx, local)

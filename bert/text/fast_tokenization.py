@@ -126,3 +126,19 @@ class FastWordpiece:
     def cache_info(self) -> dict:
         """How many words the cache holds and its limit."""
         return {"words": len(self._words), "max_size": self._words.max_size}
+
+
+class FastTokenIds:
+    """FastWordpiece behind the Tokenizer protocol of bert.tasks' feature converters: ``tokenize`` returns a text's
+    ids, ``convert_tokens_to_ids`` passes ids through and maps the special tokens the converters insert ([CLS],
+    [SEP]). The converters only cut, frame and convert lists, so their features equal the slow path's."""
+
+    def __init__(self, tokenizer: BertTokenizer):
+        self.fast = FastWordpiece(tokenizer)
+        self.vocab = tokenizer.vocab
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.fast.tokenize_to_ids([text])[0]
+
+    def convert_tokens_to_ids(self, tokens) -> list[int]:
+        return [t if isinstance(t, int) else self.vocab[t] for t in tokens]
