@@ -81,7 +81,9 @@ def vocab_is_cased(vocab: Iterable[str]) -> bool | None:
     """Guess from a vocab whether its model was trained on cased text.
 
     Uncased vocabs (made from lower-cased text) hold no upper-case letters outside the
-    bracketed special tokens; cased ones hold thousands ("The", "New", ...).
+    bracketed special tokens; cased ones hold thousands ("The", "New", ...). A letter counts as upper
+    case only when lower-casing changes it: uncased vocabs keep symbols such as 'ℝ' (an upper-case
+    letter to Unicode, with no lower case), which lower-casing leaves as they are.
 
     Args:
         vocab: the tokens.
@@ -94,7 +96,7 @@ def vocab_is_cased(vocab: Iterable[str]) -> bool | None:
             continue
         if any(c.isalpha() for c in token):
             lettered += 1
-            cased += any(c.isupper() for c in token)
+            cased += any(c.isupper() and c.lower() != c for c in token)
     if cased == 0:
         return False
     if cased > 0.05 * lettered:

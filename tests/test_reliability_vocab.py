@@ -153,3 +153,34 @@ def test_vocab_is_not_a_file(tmp_path, capsys, minilm_dir):
         rc = main(["extract-features", "-q", "--input-file", str(tmp_path / "in.txt"), "--output-file",
                    str(tmp_path / "o.jsonl"), "--model", str(tmp_path / "model")])
         assert_one_clear_error(rc, capsys.readouterr().err, "vocab.txt")
+
+
+def test_uncased_vocab_with_symbol_letters_is_uncased(minilm_dir):
+    """'ℝ' is an upper-case letter to Unicode with no lower case: lower-casing keeps it, so it says nothing of
+    the vocab's casing (the default model's vocab holds 'ℝ' and '##ℝ')."""
+    from bert.tokenization import load_vocab, vocab_is_cased
+
+    with tally(BAD_INPUT, "casing check of the default (uncased) vocab, which holds 'ℝ'"):
+        assert vocab_is_cased(load_vocab(minilm_dir / "vocab.txt")) is False
+
+
+@pytest.mark.parametrize("config", ["tokenizer_config.json", "vocab only"])
+def test_tokenize_stage_refuses_keeping_case_for_an_uncased_model(tmp_path, caplog, raw_pair, minilm_dir, config):
+    """do_lower_case: false with the uncased default model turns 19% of MRPC's ids into [UNK]."""
+    from stages import convert, tokenize
+
+    with tally(BAD_INPUT, f"tokenize.do_lower_case: false with the uncased default model ({config})"):
+        params = write_params(tmp_path / "params.yaml", **SMALL_DATA, **{"do_lower_case: true": "do_lower_case: false"})
+        model = tmp_path / "model"
+        if config == "tokenizer_config.json":
+            assert convert.main(["--params", str(params), "--out", str(model)]) == 0  # the default model.name
+            assert (model / "tokenizer_config.json").is_file()
+            evidence = str(model / "tokenizer_config.json")
+        else:
+            model = _model_with_vocab(tmp_path, minilm_dir, (minilm_dir / "vocab.txt").read_bytes())
+            evidence = "an uncased vocabulary"
+        rc = tokenize.main(["--params", str(params), "--task", "demo-pair", "--data", str(raw_pair / "demo-pair"),
+                            "--model", str(model), "--out", str(tmp_path / "f" / "x")])
+        assert_stage_failed(rc, caplog, str(params), "tokenize.do_lower_case is false", evidence,
+                            "set tokenize.do_lower_case: true")
+        assert not (tmp_path / "f").exists()
