@@ -26,7 +26,7 @@ from typing import IO, Optional, Union
 from urllib.parse import urlparse
 
 from bert.io.download import USER_AGENT, DownloadError, download
-from bert.io.fileio import atomic_path, atomic_write_text
+from bert.io.fileio import atomic_path, atomic_write_text, scratch_folder
 from bert.io.jsonfile import read_json
 from bert.io.releases import cache_root
 
@@ -145,8 +145,8 @@ def http_get(url: str, temp_file: IO[bytes]) -> None:
     Raises:
         OSError: the request failed (naming the URL and the HTTP status or the network error).
     """
-    with tempfile.TemporaryDirectory(prefix=".http-get-") as tmp:
-        fetched = download(url, Path(tmp) / "body", retries=2)
+    with scratch_folder(Path(tempfile.gettempdir()) / "bert-http-get") as tmp:  # removed after a kill too
+        fetched = download(url, tmp / "body", retries=2)
         with open(fetched, "rb") as body:
             shutil.copyfileobj(body, temp_file)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
+from bert.io.fileio import scratch_folder
 from bert.io.settings import at_least, one_of
 from stages._lib import builtin_data
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
@@ -107,8 +107,8 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
             raise ValueError(f"{url}: git blob id {blob} is not the official {remote.git_blob}; "
                              "the file was removed: try again, or check the mirror")
         fetched.append(path)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        work = Path(tmp)
+    # A scratch folder of bert.io.fileio beside the output: the next run removes what a killed one left there.
+    with scratch_folder(out.parent / f"{task}.download") as work:
         if source.zip_folder:
             safe_extract(fetched[0], work)
             src = work / source.zip_folder

@@ -11,7 +11,8 @@ import zipfile
 import pytest
 
 from bert.io.archive import UnsafeArchiveError, safe_extract
-from reliability_helpers import FAULT, assert_one_clear_error, assert_stage_failed, changed, slow_server, snapshot, tally
+from reliability_helpers import (BAD_INPUT, FAULT, assert_one_clear_error, assert_stage_failed, changed, slow_server,
+                                 snapshot, tally)
 from test_archive import make_tar, make_zip, tar_link
 
 
@@ -148,7 +149,7 @@ def test_bert_download_refuses(tmp_path, capsys, monkeypatch, case):
             server.stop()
         cache = root / "jail" / "cache"
         lost = [p for p in _lost(root, before) if not p.startswith("jail/cache")]
-        lost += [p for p in snapshot(cache) if p.startswith(("models/", "tmp/extract"))]  # no half model, no temp
+        lost += [p for p in snapshot(cache) if p.startswith(("models/", "tmp/"))]  # no half model, no temp
         rec["lost"] = len(lost)
         assert_one_clear_error(rc, capsys.readouterr().err, server.url + HUB_PATH, "refusing member",
                                "the download was deleted")
@@ -178,3 +179,31 @@ def test_download_stage_refuses(tmp_path, caplog, monkeypatch, case):
         rec["lost"] = len(lost)
         assert_stage_failed(rc, caplog, "RTE.zip", "refusing member")
         assert not lost, lost
+
+
+def test_link_already_in_the_target_creates_nothing_through_it(tmp_path):
+    """A target folder that already holds a link out (a shared cache, say): the member that goes through it is
+    refused before any folder is made on the far side."""
+    with tally(FAULT, "extraction into a target holding a link out: nothing created through the link") as rec:
+        root = _scene(tmp_path)
+        target = root / "jail" / "target"
+        target.mkdir()
+        (target / "shared").symlink_to(root / "victim", target_is_directory=True)
+        for members in ({"shared/new/deeper/file.txt": b"x"}, {"shared/new/": b""}):
+            archive = make_zip(root / "archive.zip", members)
+            before = snapshot(root / "victim")
+            with pytest.raises(UnsafeArchiveError) as info:
+                safe_extract(archive, target)
+            lost = changed(before, snapshot(root / "victim"))
+            rec["lost"] += len(lost)
+            assert "\n" not in str(info.value) and "a link already there" in str(info.value)
+            assert not lost, f"created through the link: {lost}"
+
+
+def test_member_with_a_long_valid_name_is_extracted(tmp_path):
+    with tally(BAD_INPUT, "archive member with a 250-byte name (valid; its temporary must be too)"):
+        name = "m" * 246 + ".txt"
+        archive = make_zip(tmp_path / "archive.zip", {f"folder/{name}": b"long"})
+        written = safe_extract(archive, tmp_path / "out")
+        assert [p.name for p in written] == [name] and written[0].read_bytes() == b"long"
+        assert sorted(p.name for p in (tmp_path / "out" / "folder").iterdir()) == [name]

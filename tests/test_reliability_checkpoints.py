@@ -278,6 +278,31 @@ def test_damaged_tf_checkpoint(tmp_path, tf_checkpoint, capsys, case):
         assert not (tmp_path / "out").exists() or snapshot(tmp_path / "out") == {}
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_tf_checkpoint_with_non_finite_weights(tmp_path, tiny_model, capsys, value):
+    """Written by our own writer (no TensorFlow needed): a checkpoint whose training diverged."""
+    import numpy as np
+
+    from bert import BertForPreTraining
+    from bert.cli.commands import main
+    from bert.formats.convert import export_tf_checkpoint
+    from bert.formats.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
+
+    with tally(BAD_INPUT, f"TF checkpoint with a {value} weight: bert convert-tf-checkpoint and from_tf"):
+        prefix = export_tf_checkpoint(tiny_model, tmp_path / "google" / "bert_model.ckpt")
+        variables = read_tf_checkpoint(prefix)
+        name = "bert/encoder/layer_1/attention/self/query/kernel"
+        variables[name] = variables[name].copy()
+        variables[name][3, 5] = value
+        write_tf_checkpoint({k: np.asarray(v) for k, v in variables.items()}, prefix)
+        rc = main(["convert-tf-checkpoint", str(prefix), str(tmp_path / "out")])
+        assert_one_clear_error(rc, capsys.readouterr().err, name, "NaN or infinite", str(prefix))
+        assert not (tmp_path / "out").exists() or snapshot(tmp_path / "out") == {}
+        shutil.copyfile(tiny_model / "config.json", tmp_path / "google" / "config.json")
+        with pytest.raises(ValueError, match=f"{name} holds NaN or infinite values"):
+            BertForPreTraining.from_pretrained(tmp_path / "google", from_tf=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # What the stages read back: training checkpoints and the feature cache.
 

@@ -17,6 +17,7 @@ import sysconfig
 from pathlib import Path
 
 from bert.compat import ALIAS_PATH
+from bert.io.fileio import atomic_path
 
 COMMAND = "pytorch_pretrained_bert"
 
@@ -51,11 +52,10 @@ def install_command() -> int:
         print(f"{target} exists; left as it is (use `bert convert_tf_checkpoint_to_pytorch ...` or "
               f"`python -m bert.compat run -m {COMMAND} ...`)", file=sys.stderr)
         return 1
-    tmp = target.with_name(f".{COMMAND}.{os.getpid()}.tmp")
-    tmp.write_text(f"#!{sys.executable}\n# Installed by bert-toolkit: python -m bert.compat install-command\n"
-                   "import sys\nfrom bert.compat.cli import main\nsys.exit(main())\n", encoding="utf-8")
-    tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(f"#!{sys.executable}\n# Installed by bert-toolkit: python -m bert.compat install-command\n"
+                       "import sys\nfrom bert.compat.cli import main\nsys.exit(main())\n", encoding="utf-8")
+        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     print(target)
     return 0
 

@@ -29,7 +29,7 @@ from bert.formats.tf_checkpoint import (
     state_dict_to_tf,
     write_tf_checkpoint,
 )
-from bert.io.fileio import atomic_path
+from bert.io.fileio import atomic_path, scratch_folder
 from bert.model.config import BertConfig
 from bert.model.weights import (
     CONFIG_NAMES,
@@ -54,11 +54,11 @@ def opened_checkpoint(path: str | os.PathLike, work_dir: str | os.PathLike | Non
     if path.is_file() and path.suffix in (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"):
         from bert.io.archive import safe_extract
 
-        if work_dir is not None:
-            Path(work_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".bert-tf-", dir=work_dir) as tmp:
+        # A scratch folder of bert.io.fileio: what a killed conversion left there is removed by the next one.
+        near = Path(work_dir if work_dir is not None else tempfile.gettempdir()) / "bert-tf-extract"
+        with scratch_folder(near) as tmp:
             safe_extract(path, tmp)
-            yield locate_google_checkpoint(Path(tmp), source=str(path))
+            yield locate_google_checkpoint(tmp, source=str(path))
         return
     prefix = checkpoint_prefix(path)
     yield prefix, _beside(prefix, GOOGLE_CONFIG_NAME), _beside(prefix, VOCAB_NAME)

@@ -23,6 +23,7 @@ import torch
 
 from bert.formats.tf_reader import CheckpointReader
 from bert.formats.tf_writer import write_checkpoint
+from bert.io.fileio import atomic_path, scratch_folder
 from bert.model.weights import IGNORED_KEYS, TIED_KEYS, normalize_key
 
 logger = logging.getLogger(__name__)
@@ -171,17 +172,15 @@ def write_tf_checkpoint(variables: Mapping[str, np.ndarray], prefix: str | os.Pa
         ValueError: a variable TF checkpoints cannot hold (names it and the prefix); nothing is written.
     """
     prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp = prefix.with_name(f".{prefix.name}.{os.getpid()}.tmp")
+    index, data = prefix.with_name(prefix.name + ".index"), prefix.with_name(prefix.name + ".data-00000-of-00001")
     try:
-        write_checkpoint(variables, tmp)
-        for path in sorted(tmp.parent.glob(tmp.name + ".*"), key=lambda p: p.suffix == ".index"):
-            os.replace(path, prefix.with_name(prefix.name + path.name[len(tmp.name):]))
+        # bert.io.fileio's writer for both files; the inner one (data) is renamed into place first.
+        with atomic_path(index) as tmp_index, atomic_path(data) as tmp_data, scratch_folder(prefix) as work:
+            write_checkpoint(variables, work / "ckpt")
+            os.replace(work / "ckpt.index", tmp_index)
+            os.replace(work / "ckpt.data-00000-of-00001", tmp_data)
     except ValueError as err:  # raised before any file is written
         raise ValueError(f"{prefix}: {err}") from None
-    finally:
-        for path in tmp.parent.glob(tmp.name + ".*"):  # left only when writing failed
-            path.unlink()
     return prefix
 
 
@@ -228,6 +227,7 @@ def place_tf_variables(variables: Mapping[str, np.ndarray], parameters: Mapping[
     Raises:
         CheckpointMismatchError: one line listing each parameter left unfilled, each unused variable and
             each shape mismatch, with shapes.
+        ValueError: a variable the model takes holds NaN or infinite values (naming it and `source`).
     """
     mapping = name_map(num_layers)
     prefix = "" if any(k.startswith("bert.") for k in parameters) else "bert."
@@ -245,6 +245,9 @@ def place_tf_variables(variables: Mapping[str, np.ndarray], parameters: Mapping[
         if tuple(array.shape) != tuple(shape):
             mismatched.append(f"{name} {list(shape)} vs {tf_name} {list(variables[tf_name].shape)}")
             continue
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"{source}: variable {tf_name} holds NaN or infinite values "
+                             f"({int((~np.isfinite(array)).sum())} of {array.size}); the checkpoint is damaged")
         values[name] = np.ascontiguousarray(array)
     known = {tf_name for tf_name, _ in mapping.values()}
     skipped = [n for n in variables if n not in used and is_optimizer_variable(n)]

@@ -14,6 +14,7 @@ archive and the member:
 
 from __future__ import annotations
 
+import errno
 import gzip
 import lzma
 import os
@@ -25,6 +26,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
+
+from bert.io.fileio import DiskFullError, sibling
 
 MAX_TOTAL_SIZE = 16 << 30  # 16 GiB: BERT-Large's archive expands to about 1.3 GB
 MAX_RATIO = 200  # deflate rarely beats 100:1 on real data; bombs reach 1000:1 and more
@@ -196,30 +199,54 @@ def _extract(archive: Path, members: list[_Member], target: Path) -> list[Path]:
             raise _refuse(archive, member.name, f"link to {member.link_target!r}, which is not a file in the archive")
     written = []
     for member in members:
-        dest = root.joinpath(*member.name.split("/"))
+        parts = member.name.split("/")
         if member.kind == "dir":
-            dest.mkdir(parents=True, exist_ok=True)
-            _inside(archive, member.name, root, dest)
+            _make_folders(archive, member.name, root, parts)
             continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _inside(archive, member.name, root, dest.parent)  # a pre-existing link in the target
+        dest = _make_folders(archive, member.name, root, parts[:-1]) / parts[-1]
         source = files[member.link_target] if member.kind == "link" else member
         _copy_member(archive, member.name, source, dest)
         written.append(dest)
     return written
 
 
-def _inside(archive: Path, name: str, root: Path, path: Path) -> None:
-    resolved = path.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise _refuse(archive, name, f"would be written outside {root} (through a link already there)")
+def _make_folders(archive: Path, name: str, root: Path, parts: list[str]) -> Path:
+    """root/parts, made one folder at a time and never through a link: a link already in the target (or a file
+    where a folder goes) is refused before anything is created beyond it."""
+    path = root
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise _refuse(archive, name, f"would be written through {path}, a link already there (outside {root}?)")
+        if not path.exists():
+            _write_guard(archive, name, path, lambda p=path: p.mkdir(exist_ok=True))
+        elif not path.is_dir():
+            raise CorruptArchiveError(f"{archive}: member {name!r} needs {path} to be a folder; it is a file")
+    return path
+
+
+def _write_guard(archive: Path, name: str, dest: Path, write: Callable[[], object]) -> None:
+    """Run `write`; a full disk is bert.io.fileio's DiskFullError naming `dest`, a member the file system cannot
+    hold (a name too long, a file where a folder is) a CorruptArchiveError naming it."""
+    try:
+        write()
+    except OSError as err:
+        if isinstance(err, (UnsafeArchiveError, CorruptArchiveError, DiskFullError)):
+            raise
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"{dest}: disk full while extracting {archive} ({err.strerror})", dest) from None
+        if err.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EINVAL, errno.EILSEQ):
+            raise CorruptArchiveError(f"{archive}: member {name!r} cannot be written as {dest} "
+                                      f"({err.strerror})") from None
+        raise
 
 
 def _copy_member(archive: Path, name: str, source: _Member, dest: Path) -> None:
     """Stream one member to a temp file beside `dest`, enforcing its declared size, then rename."""
-    tmp = dest.with_name(f".{dest.name}.extracting")
-    written = 0
-    try:
+    tmp = sibling(dest, prefix=".", suffix=".extracting")  # within 255 bytes, however long the member's name
+
+    def write() -> None:
+        written = 0
         with source.open() as src, open(tmp, "wb") as out:
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 written += len(chunk)
@@ -231,6 +258,9 @@ def _copy_member(archive: Path, name: str, source: _Member, dest: Path) -> None:
         if dest.is_symlink() or dest.is_dir():
             raise _refuse(archive, name, "the target path is a link or folder already")
         os.replace(tmp, dest)
+
+    try:
+        _write_guard(archive, name, dest, write)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -28,6 +28,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -177,6 +178,17 @@ def _stem(name: str) -> str:
     return raw[: budget - 11].decode("utf-8", "ignore") + "~" + digest
 
 
+def sibling(path: str | os.PathLike, prefix: str = "", suffix: str = "") -> Path:
+    """``prefix + NAME + suffix`` beside `path` (e.g. ``NAME.part``), the name shortened (with a hash of the whole)
+    when the result would pass NAME_MAX bytes."""
+    path = Path(path)
+    name, room = path.name, NAME_MAX - len(f"{prefix}{suffix}".encode())
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > room:
+        name = raw[: room - 11].decode("utf-8", "ignore") + "~" + hashlib.sha1(raw).hexdigest()[:10]
+    return path.with_name(f"{prefix}{name}{suffix}")
+
+
 def _host_prefix(path: Path) -> str:
     """``.NAME.HOST-``: the start of every temporary of `path` written on this host."""
     return f".{_stem(path.name)}.{_host()}-"
@@ -201,24 +213,44 @@ def _start_time(pid: int) -> Optional[int]:
         return None
 
 
-def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries of `path` that a killed writer on this host left (its process is gone).
+OTHER_HOST_STALE = 7 * 24 * 3600.0  # seconds untouched after which another host's temporary is taken as left
 
-    Writers on other hosts (shared storage) and live processes are left alone. Returns what was deleted.
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of `path` that killed writers left.
+
+    On this host: those whose process is gone (PID and start time). Another host's (shared storage, or a
+    container that has since gone with its host name) cannot be asked: they are removed once untouched for
+    OTHER_HOST_STALE seconds (a week; a temporary lives as long as one output takes to write). Returns what was
+    deleted.
     """
     path = Path(path)
-    start = _host_prefix(path)
+    ours, any_host = _host_prefix(path), re.compile(rf"{re.escape(f'.{_stem(path.name)}.')}.+-\d+(-\d+)?\.[^.]+\.tmp")
     removed = []
     for entry in path.parent.iterdir() if path.parent.is_dir() else ():
-        if not entry.name.startswith(start) or not entry.name.endswith(".tmp"):
+        if not entry.name.endswith(".tmp"):
             continue  # a ".old" folder may hold the only copy of the previous output: kept
-        token = entry.name[len(start):].split(".", 1)[0]
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", token)
-        if not match or _writer_alive(int(match.group(1)), match.group(2)):
+        if entry.name.startswith(ours):
+            token = entry.name[len(ours):].split(".", 1)[0]
+            match = re.fullmatch(r"(\d+)(?:-(\d+))?", token)
+            if not match or _writer_alive(int(match.group(1)), match.group(2)):
+                continue
+        elif not any_host.fullmatch(entry.name) or _age(entry) < OTHER_HOST_STALE:
             continue
         _remove(entry)
         removed.append(entry)
     return removed
+
+
+def _age(entry: Path) -> float:
+    """Seconds since `entry` (or, for a folder, anything directly in it) last changed."""
+    try:
+        newest = entry.lstat().st_mtime
+        if entry.is_dir() and not entry.is_symlink():
+            newest = max([newest, *(child.lstat().st_mtime for child in entry.iterdir())])
+    except OSError:
+        return 0.0
+    return time.time() - newest
 
 
 def _writer_alive(pid: int, started: Optional[str]) -> bool:

@@ -6,7 +6,10 @@
 
 The model folder appears in one rename once it is complete, so its presence means "converted": later
 calls (and other processes, e.g. the ranks of a torchrun job, which wait on a lock) reuse it without
-any network. The archive is deleted after a successful conversion.
+any network. The archive is deleted after a successful conversion, and after a failed one too (a corrupt
+or hostile archive, no checkpoint in it): kept, it would fail every later call the same way. Only a full
+disk keeps it. The download is bounded by the release's pinned size and sha256 when known, else by the
+size its model's shape allows (bert.io.releases), and by bert.io.download's deadline and minimum rate.
 
 Environment: ``BERT_TOOLKIT_CACHE`` (the cache folder; default ``~/.cache/bert-toolkit``, or
 ``$XDG_CACHE_HOME/bert-toolkit``) and ``BERT_TOOLKIT_MIRROR`` (where the archives are served; default
@@ -18,13 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from bert.formats.convert import convert_tf_checkpoint, locate_google_checkpoint
-from bert.io.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract
+from bert.io.archive import CorruptArchiveError, safe_extract
 from bert.io.download import ChecksumError, DownloadError, download, file_lock
-from bert.io.fileio import atomic_path, atomic_write_text
+from bert.io.fileio import DiskFullError, atomic_path, atomic_write_text, scratch_folder
 from bert.io.releases import (  # noqa: F401 (re-exported: the hub's names)
     ALIASES,
     CACHE_ENV,
@@ -70,10 +72,13 @@ def resolve_model_dir(name_or_path: str | os.PathLike, cache_dir: str | os.PathL
         HubError: an unknown name, a failed download (naming the URL and how to place the file by hand),
             a corrupt or hostile archive.
     """
+    name = str(name_or_path)
+    if not name.strip():
+        raise HubError(f"{name!r}: an empty model name; name a model folder or one of: {PACKAGED_NAME}, "
+                       f"{', '.join(n for n in RELEASES if not n.startswith('google/'))} (see bert download --list)")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    name = str(name_or_path)
     if name.strip().lower() == PACKAGED_NAME:
         return packaged_model_dir()
     release = find_release(name)
@@ -105,9 +110,12 @@ def fetch_release(release: Release, cache_dir: str | os.PathLike | None = None, 
         if _is_complete(folder):  # another process converted it while we waited
             return folder
         archive = root / "downloads" / release.path.replace("/", "--")
+        source = f"{archive} (placed there earlier)"
         if not archive.is_file():
+            source = f"{release.url}"
             try:
-                download(release.url, archive, progress=progress)
+                download(release.url, archive, sha256=release.sha256, size=release.size,
+                         max_bytes=release.max_bytes, progress=progress)
             except ChecksumError as err:
                 raise HubError(str(err)) from None
             except DownloadError as err:
@@ -116,20 +124,26 @@ def fetch_release(release: Release, cache_dir: str | os.PathLike | None = None, 
         try:
             with atomic_path(folder) as tmp:
                 _convert_release(release, archive, tmp, root)
-        except (CorruptArchiveError, UnsafeArchiveError) as err:
-            archive.unlink()  # useless as it is: the next call downloads it again
-            raise HubError(f"{release.url}: {err} (the download was deleted)") from None
+        except DiskFullError:
+            raise  # the archive may be fine: kept, and named by the error
+        except (ValueError, OSError) as err:
+            # Anything else wrong with its content (corrupt, hostile, no checkpoint, members that cannot be
+            # written): useless as it is, and every later call would fail the same way. The next one fetches it
+            # again, from the mirror of its day.
+            archive.unlink(missing_ok=True)
+            raise HubError(f"{source}: {err}; the next call fetches {release.url} again (the download was "
+                           "deleted)") from None
         archive.unlink()  # the converted folder is all that is needed from now on
     logger.info("%s: converted into %s", release.name, folder)
     return folder
 
 
 def _convert_release(release: Release, archive: Path, out: Path, root: Path) -> None:
-    (root / "tmp").mkdir(parents=True, exist_ok=True)
-    # Extract inside the cache, not /tmp: BERT-Large expands to 1.3 GB.
-    with tempfile.TemporaryDirectory(prefix="extract-", dir=root / "tmp") as tmp:
+    # Extract inside the cache, not /tmp: BERT-Large expands to 1.3 GB. A scratch folder of bert.io.fileio: what
+    # a killed process leaves there is removed by the next conversion.
+    with scratch_folder(root / "tmp" / "extract") as tmp:
         safe_extract(archive, tmp)
-        prefix, config, vocab = locate_google_checkpoint(Path(tmp), source=release.url)
+        prefix, config, vocab = locate_google_checkpoint(Path(tmp), source=str(archive))
         if config is None or vocab is None:
             raise CorruptArchiveError(f"{archive}: no bert_config.json and vocab.txt beside {prefix.name}")
         convert_tf_checkpoint(prefix, config, out)

@@ -7,6 +7,7 @@ publish them as pytorch-pretrained-bert's ``PRETRAINED_*_ARCHIVE_MAP`` names.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,17 +19,45 @@ PACKAGED_NAME = "minilm-l6-h384-uncased"  # the embedded default model (gt-all-m
 MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt")
 
 
+# The vocab size of each release family (the prefix of its archive's name).
+VOCAB_SIZES = {"uncased": 30522, "cased": 28996, "multilingual": 105879, "multi_cased": 119547, "chinese": 21128}
+_SHAPE = re.compile(r"(?P<family>[a-z_]+)_L-(?P<layers>\d+)_H-(?P<hidden>\d+)_A-\d+\.zip$")
+
+
 @dataclass(frozen=True)
 class Release:
-    """One of Google's released checkpoints."""
+    """One of Google's released checkpoints.
+
+    ``size`` and ``sha256`` pin the archive when they are known: a download of another size or digest is
+    refused (and removed). Without them the download is still bounded: ``max_bytes`` follows from the
+    model's shape.
+    """
 
     name: str  # the shortcut name, e.g. "bert-base-uncased"
     path: str  # under the mirror, e.g. "2018_10_18/uncased_L-12_H-768_A-12.zip"
     do_lower_case: bool  # how its vocab was made (written to tokenizer_config.json)
+    size: Optional[int] = None  # the archive's bytes, when pinned
+    sha256: Optional[str] = None  # the archive's sha256, when pinned
 
     @property
     def url(self) -> str:
         return f"{mirror()}/{self.path}"
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes the archive can hold: its pinned size, else 4 float32 copies of every weight (a
+        checkpoint may carry Adam's two slots, and more) plus 128 MiB: a bound against endless streams, not a
+        check of the file (the pinned size and sha256 are that)."""
+        if self.size is not None:
+            return self.size
+        shape = _SHAPE.search(self.path)
+        if shape is None:
+            raise ValueError(f"{self.name}: no model shape in {self.path!r}; pin the release's size")
+        layers, hidden = int(shape["layers"]), int(shape["hidden"])
+        vocab = VOCAB_SIZES[shape["family"]]
+        params = (vocab + 512 + 2 + 6) * hidden + layers * (12 * hidden * hidden + 13 * hidden) \
+            + 2 * hidden * hidden + vocab + 2 * hidden
+        return 4 * 4 * params + (128 << 20)
 
 
 def _releases() -> dict[str, Release]:
