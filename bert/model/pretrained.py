@@ -24,6 +24,7 @@ from bert.file_utils import cached_path
 from bert.formats.tf_checkpoint import load_tf_weights_in_bert, tf_checkpoint_in_folder
 from bert.io import hub
 from bert.io.archive import safe_extract
+from bert.io.fileio import scratch_folder
 from bert.model.config import DEFAULTS as CONFIG_DEFAULTS
 from bert.model.config import BertConfig, read_json_object
 from bert.model.weights import (
@@ -56,9 +57,9 @@ def opened_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike |
     if not (path.is_file() and _is_archive(path)):
         yield resolve_model_dir(name, cache_dir)
         return
-    with tempfile.TemporaryDirectory(prefix=".bert-model-") as tmp:
+    with scratch_folder(Path(tempfile.gettempdir()) / "bert-model-extract") as tmp:  # removed after a kill too
         safe_extract(path, tmp)
-        folders = [Path(tmp)] + sorted(p for p in Path(tmp).iterdir() if p.is_dir())
+        folders = [tmp] + sorted(p for p in tmp.iterdir() if p.is_dir())
         found = [f for f in folders if any((f / n).is_file() for n in CONFIG_NAMES)]
         if not found:
             raise ValueError(f"{name_or_path}: no {' or '.join(CONFIG_NAMES)} in the archive")
