@@ -214,7 +214,9 @@ def test_disk_full_in_the_tokenize_stage(tmp_path, caplog, minilm_dir):
         with _small_disk(tmp_path / "disk", "8k") as disk:
             rc = tokenize.main(["--params", str(params), "--task", "demo-pair", "--data", str(tmp_path / "raw"),
                                 "--model", str(minilm_dir), "--out", str(disk / "features")])
-            assert_stage_failed(rc, caplog, str(disk / "features"), "disk full")
+            message = assert_stage_failed(rc, caplog, "disk full")
+            assert any(f"{disk / 'features' / 'train' / name}: disk full" in message
+                       for name in ("features.safetensors", "metadata.json", "manifest.json")), message
             rec["lost"] = len(list(disk.iterdir()))
             assert rec["lost"] == 0
 

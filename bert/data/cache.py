@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bert.data import cache_checks
-from bert.io.fileio import atomic_path
+from bert.io.fileio import atomic_path, disk_full_names
 from bert.io.jsonfile import read_json, read_json_object
 from bert.model.plan import Packing
 
@@ -133,11 +133,14 @@ def write_cache_folder(folder: str | os.PathLike, tensors: dict[str, Tensor], ma
 
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+        with disk_full_names(tmp / TENSORS):
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
         if metadata is not None:
-            (tmp / METADATA).write_text(json.dumps(metadata), encoding="utf-8")
+            with disk_full_names(tmp / METADATA):
+                (tmp / METADATA).write_text(json.dumps(metadata), encoding="utf-8")
         digests = cache_checks.file_digests(tmp, (TENSORS, METADATA))
-        (tmp / MANIFEST).write_text(dataclasses.replace(manifest, sha256=digests).to_json(), encoding="utf-8")
+        with disk_full_names(tmp / MANIFEST):
+            (tmp / MANIFEST).write_text(dataclasses.replace(manifest, sha256=digests).to_json(), encoding="utf-8")
     return Path(folder)
 
 

@@ -270,6 +270,18 @@ def _writer_alive(pid: int, started: Optional[str]) -> bool:
 # A full disk, however it is reported.
 
 
+@contextlib.contextmanager
+def disk_full_names(path: str | os.PathLike) -> Iterator[None]:
+    """A full disk while the body writes `path` (a file inside an atomic folder, say) is a DiskFullError naming
+    it; the enclosing atomic_path renames it after the output (``out/features.safetensors``)."""
+    path = Path(path)
+    try:
+        yield
+    except Exception as err:
+        _raise_if_disk_full(err, path, path, path.parent)
+        raise
+
+
 def _raise_if_disk_full(err: BaseException, path: Path, tmp: Path, folder: Path) -> None:
     """Re-raise `err` as one DiskFullError line naming the output when it means the disk is full."""
     if isinstance(err, DiskFullError):
