@@ -5,6 +5,7 @@ close to fp32, windows combine as computed by hand, and on real weights HF's pip
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 
 import numpy as np
@@ -186,3 +187,21 @@ def test_predict_sorts_a_dataset_by_its_own_lengths(tmp_path):
     (out,) = predict(model, data, functools.partial(pad_collate, pad_id=0), batch_size=2, progress=False)
     assert model.widths == [9, 7, 3] and out.view(-1).tolist() == Data.lengths
     assert json.dumps(out.view(-1).tolist())
+
+
+def test_dense_batches_run_padded_and_give_the_same_outputs(tmp_path, monkeypatch):
+    engine = importlib.import_module("bert.engine.predict")  # the module (bert.engine.predict is also the function)
+    lengths = [25, 24, 24, 23, 9, 5, 3]
+    items = [{"input_ids": torch.arange(2, 2 + n) % 50 + 2, "token_type_ids": torch.zeros(n, dtype=torch.long)}
+             for n in lengths]
+    dense, sparse = pad_collate(items[:4]), pad_collate(items[3:])
+    assert engine._padded_if_dense(dense)["packing"].positions.numel() == dense["attention_mask"].numel()
+    assert engine._padded_if_dense(sparse)["packing"] is sparse["packing"]  # 40 of 92 positions: kept packed
+    for kind, labels in ((TaskKind.SQUAD, ()), (TaskKind.PAIR_CLASSIFICATION, ("a", "b"))):
+        model = Predictor(tiny_folder(tmp_path, kind, labels)).model
+        outputs = {}
+        for share in (0.0, 2.0):  # every batch padded; every batch packed
+            monkeypatch.setattr(engine, "_DENSE", share)
+            outputs[share] = _engine_outputs(model, items, pad_collate)
+        for a, b in zip(outputs[0.0], outputs[2.0]):
+            assert (a - b).abs().max() < 1e-5
