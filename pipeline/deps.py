@@ -7,8 +7,9 @@ Why: DVC re-runs a stage when one of its deps changes, so a hand-kept list of co
 module (the optimizer, a metric, the tokenizer) makes `dvc repro` call a stale result "up to date";
 one that lists a file the stage never runs re-runs it for nothing. Here the list is derived from the code:
 
-- the entry modules of a stage's `cmd`: every `python -m X` and `torchrun ... -m X`, the tracking
-  wrapper included (`python -m pipeline.track -- python -m stages.tokenize ...` executes both);
+- the entry modules of a stage's `cmd`: every `python -m X`, `torchrun ... -m X` and `python -m
+  bert.engine.launch ... -m X` (torchrun in-process), the tracking wrapper included (`python -m
+  pipeline.track -- python -m stages.tokenize ...` executes both);
 - the transitive closure of their project imports, read statically (AST): every `import` and
   `from ... import` anywhere in a file (a function-level import may run), relative imports resolved,
   `from pkg import name` counted as the submodule when `name` is one, a package's `__init__.py` with
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 PROGRAM = re.compile(r"torchrun|python[0-9.]*")  # programs whose `-m X` runs module X (python3.11 too)
+LAUNCHERS = ("bert.engine.launch",)  # modules that, as torchrun, run the module of a later `-m X`
 SKIP_DIRS = ("node_modules", "__pycache__")  # never hold a dvc.yaml; hidden folders and venvs are skipped too
 
 
@@ -77,7 +79,8 @@ def entry_modules(cmd: str | list[str]) -> list[str]:
                 in_program = True
             elif in_program and token == "-m" and i + 1 < len(tokens):
                 modules.append(tokens[i + 1])
-                in_program = False  # what follows is the module's arguments (which may hold another program)
+                # what follows is the module's arguments (which may hold another program), or a launcher's
+                in_program = tokens[i + 1] in LAUNCHERS
             elif token in ("&&", "||", ";", "|"):
                 in_program = False
     return modules

@@ -172,5 +172,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     return Pretrain(__doc__).main(argv)
 
 
+def preflight(argv: list[str], nproc: int) -> int:
+    """The check bert.engine.launch makes before it starts `nproc` workers; returns the exit status."""
+    return Pretrain(__doc__).preflight(argv, nproc)
+
+
 if __name__ == "__main__":
     run_as_program(main)

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from bert.io.lifetime import die_with_parent
+
 logger = logging.getLogger(__name__)
 
 _LOCAL_RANK_FLAGS = ("--local-rank", "--local_rank")
@@ -135,7 +137,12 @@ def setup_distributed(local_rank: Optional[int] = None, backend: Optional[str] =
         timeout_minutes: how long collectives wait for a missing rank before failing.
     Returns:
         The DistContext of this process. Calling it again returns the same group's context.
+
+    A worker of torchrun (or bert.engine.launch) is made to die with its launcher first: torchrun starts
+    workers in sessions of their own, out of reach of a kill of the launcher's process group.
     """
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        die_with_parent()
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
     if local_rank is None:

@@ -10,12 +10,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from bert.io.download import sha256_of
 from bert.io import jsonfile
 from bert.io.fileio import atomic_path, atomic_write_text
+from bert.io.lifetime import stop_signals
 from stages._lib.params import DEFAULT_PARAMS
 
 logger = logging.getLogger("stages")
@@ -98,21 +100,39 @@ def setup_logging(rank: int = 0) -> None:
     )
 
 
-def run_stage(name: str, body: Callable[[], None], debug: bool = False) -> int:
-    """Run a stage's body as a CLI: 0 on success, 1 with a one-line error on bad input.
+def run_stage(name: str, body: Callable[[], None], debug: bool = False,
+              saved: Optional[Callable[[], str]] = None) -> int:
+    """Run a stage's body as a CLI: 0 on success, 1 with a one-line error on bad input, 128 + N on signal N.
 
     Bad input (ValueError, which includes missing inputs, and file errors) is a clear message, not a
     traceback, unless `debug` or BERT_DEBUG=1 asks for it; anything else is a bug and propagates.
+    Ctrl-C, SIGTERM and SIGHUP stop the body (bert.io.lifetime.stop_signals) and rank 0 says in one line
+    what was saved and how to go on: `saved()` tells (a training stage: its checkpoint); by default
+    nothing was, since outputs appear only complete. The exit status is 130 for Ctrl-C (143 SIGTERM).
     """
-    setup_logging(int(os.environ.get("RANK", "0")))
+    rank = int(os.environ.get("RANK", "0"))
+    setup_logging(rank)
+    debugging = debug or os.environ.get("BERT_DEBUG", "") not in ("", "0")
     try:
-        body()
+        with stop_signals():
+            body()
     except (ValueError, OSError) as err:
         logger.error("stage %s failed: %s", name, err)
-        if debug or os.environ.get("BERT_DEBUG", "") not in ("", "0"):
+        if debugging:
             raise
         return 1
+    except KeyboardInterrupt as err:  # bert.io.lifetime.Interrupted, or a Ctrl-C before its handler
+        signum = getattr(err, "signum", signal.SIGINT)
+        if rank == 0:
+            note = saved() if saved is not None else NOTHING_SAVED
+            logger.error("stage %s interrupted by %s: %s", name, signal.Signals(signum).name, note)
+        if debugging:
+            raise
+        return 128 + signum
     return 0
+
+
+NOTHING_SAVED = "nothing was written (outputs appear only when complete); run the same command again"
 
 
 def load_features(folder: str | os.PathLike, model_dir: str | os.PathLike, task: str | None = None):

@@ -26,6 +26,7 @@ Run as a program (``run_as_program``), the process first re-executes itself with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -42,10 +43,12 @@ from torch.utils.data import Dataset
 
 from bert.engine import DistContext, FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed
 from bert.engine import strip_launcher_args
-from bert.io.settings import at_least
+from bert.engine.checkpoint import list_checkpoints
+from bert.io.lifetime import lock_folder
+from bert.io.settings import SettingError, at_least
 from stages._lib.allocator import active_allocator, reexec_with_allocator
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
-from stages._lib.params import DEFAULT_PARAMS, load_section, section_values
+from stages._lib.params import DEFAULT_PARAMS, ParamsError, load_section, section_values
 
 logger = logging.getLogger("stages.training")
 FINGERPRINT = "fingerprint.json"  # in --work: the run the checkpoints there belong to
@@ -62,6 +65,14 @@ class TrainingParams(TrainConfig):
 
     NOT_IN_PARAMS: ClassVar[tuple[str, ...]] = ("min_loss_scale", "keep_checkpoints")
     nproc: int = field(metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        shards = self.grad_accum_steps * self.nproc
+        if self.global_batch_size % shards:
+            raise SettingError("global_batch_size", f"{self.global_batch_size} is not a multiple of grad_accum_steps "
+                               f"{self.grad_accum_steps} x nproc {self.nproc} = {shards} (each process takes an equal "
+                               "share of every step)", type(self).__name__)
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The engine's TrainConfig of these params (nproc and the stage's other keys dropped)."""
@@ -129,32 +140,85 @@ class TrainingStage:
         argv, local_rank = strip_launcher_args(sys.argv[1:] if argv is None else argv)  # the old launcher's
         args = self.parser().parse_args(argv)
 
+        self.params: Optional[TrainingParams] = None
+
         def body() -> None:
-            params = load_section(self.name, self.params_cls, args.params)
+            self.params = params = load_section(self.name, self.params_cls, args.params)
             ctx = setup_distributed(local_rank)
             try:
                 self.train(args, params, ctx)
             finally:
                 cleanup_distributed()
 
+        return run_stage(self.name, body, debug=args.debug, saved=lambda: self.saved(args))
+
+    def preflight(self, argv: list[str], nproc: int) -> int:
+        """bert.engine.launch's check before it starts `nproc` workers with these arguments: the flags, the
+        params section and what the launch asks of it and of this machine; returns the exit status."""
+        args = self.parser().parse_args(strip_launcher_args(argv)[0])
+
+        def body() -> None:
+            check_launch(self.name, load_section(self.name, self.params_cls, args.params), nproc, args.params)
+
         return run_stage(self.name, body, debug=args.debug)
 
+    def saved(self, args: argparse.Namespace) -> str:
+        """What an interrupted run leaves to resume from, and how (the interruption's log line)."""
+        found = list_checkpoints(args.work)
+        if found:
+            step, path = found[-1]
+            again = ("run the same command to resume from it" if self.params is None or self.params.resume else
+                     f"set {self.name}.resume: true and run the same command to resume from it")
+            return f"the checkpoint of step {step} is kept ({path}); {again}"
+        every = self.params.checkpoint_every if self.params is not None else None
+        why = f" ({self.name}.checkpoint_every is 0)" if every == 0 else " yet"
+        return f"no checkpoint was written{why} and no output: the same command starts over"
+
     def train(self, args: argparse.Namespace, params: TrainingParams, ctx: DistContext) -> None:
-        run = self.prepare(args, params, ctx)
-        if ctx.world_size != params.nproc:
-            logger.warning("running on %d processes; params say %s.nproc %d", ctx.world_size, self.name, params.nproc)
-        if ctx.is_main:
-            prepare_work_dir(args.work, {"train_config": run.config.trajectory(), **self.inputs(args)})
+        with contextlib.ExitStack() as held:
+            if ctx.is_main:  # the work folder is this run's until it ends: a second run is refused at once
+                held.enter_context(lock_folder(args.work, f"stage {self.name}"))
+            run = self.prepare(args, params, ctx)
+            if ctx.world_size != params.nproc:
+                logger.warning("running on %d processes; params say %s.nproc %d", ctx.world_size, self.name,
+                               params.nproc)
+            if ctx.is_main:
+                prepare_work_dir(args.work, {"train_config": run.config.trajectory(), **self.inputs(args)})
+            ctx.barrier()
+            result = fit(run.model, run.dataset, run.collate_fn, run.config, args.work, ctx=ctx,
+                         lengths=run.dataset.lengths, on_log=history_streamer())
+            if ctx.is_main:
+                outputs = self.finish(args, params, run, result, ctx)
+                outputs.summary.update(params=section_values(params), environment=environment())
+                write_outputs(run.model, result, outputs, args.model, args.out, args.history)
+                shutil.rmtree(args.work / CHECKPOINTS, ignore_errors=True)  # the run is complete
+                logger.info("%s", outputs.message)
         ctx.barrier()
-        result = fit(run.model, run.dataset, run.collate_fn, run.config, args.work, ctx=ctx,
-                     lengths=run.dataset.lengths, on_log=history_streamer())
-        if ctx.is_main:
-            outputs = self.finish(args, params, run, result, ctx)
-            outputs.summary.update(params=section_values(params), environment=environment())
-            write_outputs(run.model, result, outputs, args.model, args.out, args.history)
-            shutil.rmtree(args.work / CHECKPOINTS, ignore_errors=True)  # the run is complete
-            logger.info("%s", outputs.message)
-        ctx.barrier()
+
+
+def machine_capacity() -> tuple[int, str]:
+    """How many training processes this machine takes: its GPUs, or without one its CPU cores."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), "GPUs"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores, "CPU cores and no GPU"
+
+
+def check_launch(section: str, params: TrainingParams, nproc: int, path: os.PathLike | str) -> None:
+    """A launch of `nproc` processes per node for these params, on this machine.
+
+    Raises:
+        ParamsError: more processes than this machine has GPUs (or CPU cores), or a global batch that
+            `nproc` processes cannot share equally; naming the params file and key.
+    """
+    have, what = machine_capacity()
+    if nproc > have:
+        raise ParamsError(f"{path}: {section}.nproc: {nproc} processes, but this machine has {have} {what} "
+                          f"(at most {have})")
+    shards = params.grad_accum_steps * nproc
+    if params.global_batch_size % shards:
+        raise ParamsError(f"{path}: {section}.global_batch_size: {params.global_batch_size} is not a multiple of "
+                          f"grad_accum_steps {params.grad_accum_steps} x {nproc} processes = {shards}")
 
 
 def prepare_work_dir(work: Path, fingerprint: dict) -> None:
