@@ -45,6 +45,7 @@ class FinetuneParams(TrainingParams):
 class Finetune(TrainingStage):
     name = "finetune"
     params_cls = FinetuneParams
+    summary_name = "training.json"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--task", required=True)
@@ -74,7 +75,7 @@ class Finetune(TrainingStage):
                    "final_loss": final_loss(result)}
         message = (f"{args.task} seed {args.seed}: {result.global_steps} steps in {result.seconds:.1f} s "
                    f"({result.sequences_per_second:.1f} sequences/s) -> {args.out}")
-        return Outputs("training.json", summary, message=message)
+        return Outputs(self.summary_name, summary, message=message)
 
 
 def source_record(model_dir: Path) -> Optional[dict]:

@@ -124,6 +124,7 @@ def load_model(model_dir: Path, max_seq_length: int, seed: int) -> tuple[BertFor
 class Pretrain(TrainingStage):
     name = "pretrain"
     params_cls = PretrainParams
+    summary_name = "pretraining.json"
     default_params = DEFAULT_PRETRAIN_PARAMS
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -163,7 +164,7 @@ class Pretrain(TrainingStage):
         message = (f"MLM loss {before['mlm_loss']:.3f} -> {after.mlm_loss:.3f}, accuracy {before['mlm_accuracy']:.3f} "
                    f"-> {after.mlm_accuracy:.3f}; NSP accuracy {before['nsp_accuracy']:.3f} -> "
                    f"{after.nsp_accuracy:.3f} -> {args.out}")
-        return Outputs("pretraining.json", {**metrics, "start_model": str(args.model)}, {args.metrics: metrics},
+        return Outputs(self.summary_name, {**metrics, "start_model": str(args.model)}, {args.metrics: metrics},
                        message)
 
 

@@ -314,9 +314,10 @@ def trained_inputs(tmp_path_factory, minilm_dir):
 
 def _seed_checkpoint(work, payload_or_bytes, paths):
     """A --work folder holding a 'checkpoint' that the resume logic will read."""
+    from stages import finetune
     from stages._lib import training
     from stages._lib.params import load_section
-    from stages.finetune import FinetuneParams
+    from stages.finetune import Finetune, FinetuneParams
 
     (work / "checkpoints").mkdir(parents=True)
     path = work / "checkpoints" / "step-00000002.pt"
@@ -325,12 +326,10 @@ def _seed_checkpoint(work, payload_or_bytes, paths):
     else:
         torch.save(payload_or_bytes, path)
     # The fingerprint finetune writes for this exact run, so that the folder is kept and resumed from.
+    stage = Finetune(finetune.__doc__)
+    args = stage.parser().parse_args(finetune_args(paths, work.parent / "out" / "model", work))
     cfg = load_section("finetune", FinetuneParams, paths["params"]).train_config(seed=1)
-    import hashlib
-
-    manifest = hashlib.sha256((paths["features"] / "train" / "manifest.json").read_bytes()).hexdigest()
-    (work / training.FINGERPRINT).write_text(json.dumps({"train_config": cfg.trajectory(), "task": "demo-pair",
-                                                         "features_manifest": manifest, "model": None}))
+    (work / training.FINGERPRINT).write_text(json.dumps(stage.fingerprint(args, cfg)))
     return path
 
 

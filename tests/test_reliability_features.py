@@ -160,8 +160,6 @@ def test_short_metadata_json_does_not_truncate_predictions(tmp_path, caplog, mad
         assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="stages/_lib/training.py prepare_work_dir reads fingerprint.json with json.loads: "
-                   "to read it with bert.io.jsonfile.read_json_object")
 def test_damaged_fingerprint_json(tmp_path, caplog, made):
     from stages import finetune
 

@@ -5,7 +5,8 @@
 - a work folder is locked by the run using it: a second run is refused ("in use by PID n") instead of
   racing the first, and the lock of a killed run is taken over by the next;
 - Ctrl-C stops a run in one line saying what was saved and how to resume, exit status 130;
-- the launch (dvc.yaml's command) checks the params before any worker starts.
+- a work folder that is not the stage's (``--work .``, a typo naming a folder of results) is refused
+  untouched, and in its own work folder the stage deletes only what it created.
 
 Each run is a real child process (the finetune stage, slowed per batch so that it is caught mid-run).
 """
@@ -13,6 +14,7 @@ Each run is a real child process (the finetune stage, slowed per batch so that i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -23,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import (BAD_INPUT, FAULT, QUICK_TRAINING, REPO, TRACEBACK, assert_one_clear_error, child_env,
-                                 error_lines, finetune_args, finetune_inputs, snapshot, tally, wait_for, write_params)
+from reliability_helpers import (BAD_INPUT, FAULT, QUICK_TRAINING, REPO, TRACEBACK, assert_one_clear_error,
+                                 assert_stage_failed, changed, child_env, error_lines, finetune_args, finetune_inputs,
+                                 snapshot, tally, wait_for, write_params)
 
 pytestmark = pytest.mark.xdist_group("reliability-kills")  # timing-sensitive: one at a time
 
@@ -174,6 +177,91 @@ def test_ctrl_c_says_what_was_saved_in_one_line(tmp_path, inputs, caplog, launch
             assert finetune.main(finetune_args(inputs, out, work)) == 0
         assert f"at step {found.group(1)} of 24" in caplog.text
         rec["lost"] = int(not (out / "model.safetensors").is_file())
+        assert rec["lost"] == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The work folder: only what the stage created is ever deleted.
+
+
+def _user_files(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "thesis.tex").write_text("three years of work")
+    (folder / "results").mkdir(exist_ok=True)
+    (folder / "results" / "table.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+@pytest.mark.parametrize("case", ["--work .", "a typo naming a folder of results", "a work folder of stage pretrain",
+                                  "a damaged fingerprint.json"])
+def test_work_folder_of_something_else_is_refused_untouched(tmp_path, inputs, caplog, monkeypatch, case):
+    from stages import finetune
+
+    with tally(BAD_INPUT, f"finetune --work: {case}") as rec:
+        out = tmp_path / "out" / "model"
+        if case == "--work .":
+            work = Path(".")
+            monkeypatch.chdir(_user_files(tmp_path / "project"))
+            out = tmp_path / "out" / "model"
+            fragments = ["--work must be an empty folder or a work folder of stage finetune", "no fingerprint.json",
+                         "nothing was deleted"]
+        elif case == "a typo naming a folder of results":
+            work = _user_files(tmp_path / "reslts")
+            fragments = [f"{work}: --work must be", "holds 2 entries (results, thesis.tex)"]
+        elif case == "a work folder of stage pretrain":
+            work = _user_files(tmp_path / "pretrain-work")
+            (work / "fingerprint.json").write_text(json.dumps({"stage": "pretrain", "train_config": {}}))
+            fragments = [f"{work}: --work must be", "is of stage pretrain"]
+        else:
+            work = _user_files(tmp_path / "work")
+            (work / "fingerprint.json").write_text('{"stage": "finetune", ')
+            fragments = [str(work / "fingerprint.json"), "not valid JSON"]
+        root = Path.cwd() if case == "--work ." else work
+        before = snapshot(root)
+        rc = finetune.main(finetune_args(inputs, out, work))
+        rec["lost"] = len(changed(before, snapshot(root)))
+        assert_stage_failed(rc, caplog, *fragments)
+        assert rec["lost"] == 0 and not out.exists()
+
+
+def test_only_the_stages_own_files_are_dropped(tmp_path, inputs, caplog):
+    """A work folder of finetune left by another run: its checkpoints go, a file the user put there stays."""
+    from stages import finetune
+
+    with tally(BAD_INPUT, "finetune --work of another run with a user's file in it: only the stage's files dropped") \
+            as rec:
+        work = tmp_path / "work"
+        (work / "checkpoints").mkdir(parents=True)
+        (work / "checkpoints" / "step-00000002.pt").write_bytes(b"another run's")
+        (work / "fingerprint.json").write_text(json.dumps({"stage": "finetune", "train_config": {"epochs": 9.0}}))
+        (work / "notes.txt").write_text("mine")
+        rc = finetune.main(finetune_args(inputs, tmp_path / "out" / "model", work))
+        rec["lost"] = int(not (work / "notes.txt").is_file())
+        assert rc == 0 and rec["lost"] == 0
+        assert sorted(p.name for p in work.iterdir()) == ["fingerprint.json", "notes.txt"]
+
+
+@pytest.mark.parametrize("stage, case", [("finetune", "--out ."), ("finetune", "--out naming a folder of results"),
+                                         ("tokenize", "--out naming a folder of results")])
+def test_output_folder_of_something_else_is_refused_untouched(tmp_path, inputs, caplog, monkeypatch, stage, case):
+    from stages import finetune, tokenize
+
+    with tally(BAD_INPUT, f"{stage} {case}") as rec:
+        if case == "--out .":
+            out = Path(".")
+            monkeypatch.chdir(_user_files(tmp_path / "project"))
+        else:
+            out = _user_files(tmp_path / "results")
+        root = Path.cwd() if case == "--out ." else out
+        before = snapshot(root)
+        if stage == "finetune":
+            rc = finetune.main(finetune_args(inputs, out, tmp_path / "work"))
+        else:
+            rc = tokenize.main(["--params", str(inputs["params"]), "--task", "demo-pair", "--data", str(inputs["raw"]),
+                                "--model", str(inputs["model"]), "--out", str(out)])
+        rec["lost"] = len(changed(before, snapshot(root)))
+        assert_stage_failed(rc, caplog, f"{out}: the output folder exists and holds 2 entries this output would not "
+                                        "bring back (results, thesis.tex)", "nothing was changed")
         assert rec["lost"] == 0
 
 

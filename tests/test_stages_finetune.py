@@ -50,14 +50,15 @@ def test_the_resume_fingerprint_ignores_what_changes_no_weight():
 
 def test_checkpoints_kept_only_for_the_same_run(tmp_path):
     work = tmp_path / "work"
-    training.prepare_work_dir(work, {"lr": 1})
+    run1, run2 = ({"stage": "finetune", "train_config": {"lr": lr}} for lr in (1, 2))
+    training.prepare_work_dir(work, "finetune", run1)
     (work / "checkpoints").mkdir()
     (work / "checkpoints" / "step-4.pt").write_text("x")
-    training.prepare_work_dir(work, {"lr": 1})  # same run, resumed: kept
+    training.prepare_work_dir(work, "finetune", run1)  # same run, resumed: kept
     assert (work / "checkpoints" / "step-4.pt").is_file()
-    training.prepare_work_dir(work, {"lr": 2})  # other settings: a stale checkpoint must not be resumed
+    training.prepare_work_dir(work, "finetune", run2)  # other settings: a stale checkpoint must not be resumed
     assert sorted(p.name for p in work.iterdir()) == ["fingerprint.json"]
-    assert json.loads((work / "fingerprint.json").read_text()) == {"lr": 2}
+    assert json.loads((work / "fingerprint.json").read_text()) == {"stage": "finetune", "train_config": {"lr": 2}}
 
 
 def test_history_stream(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 from bert.io.download import sha256_of
 from bert.io import jsonfile
@@ -64,10 +64,31 @@ def require_input(path: str | os.PathLike, producer: str, what: str = "input") -
 def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     """Temporary paths for several outputs, renamed into place together only if the body succeeds.
 
-    A failure (an exception, or a kill before the renames) leaves none of the outputs changed.
+    A failure (an exception, or a kill before the renames) leaves none of the outputs changed. An output
+    folder replaces an existing folder only if it holds every name that one holds (a previous output of the
+    same stage does): ``--out .`` or a typo naming a folder of results is refused, nothing changed.
     """
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_path(p)) for p in paths]
+        temporaries = [stack.enter_context(atomic_path(p)) for p in paths]
+        yield temporaries
+        for path, tmp in zip(paths, temporaries):
+            if tmp.is_dir():
+                check_replaceable(Path(path), os.listdir(tmp))
+
+
+def check_replaceable(path: Path, names: Iterable[str]) -> None:
+    """Refuse to replace an existing folder at output `path` by one holding only `names`.
+
+    Raises:
+        ValueError: the folder holds entries the new output would not bring back (they would be lost).
+    """
+    if not path.is_dir() or path.is_symlink():
+        return
+    lost = sorted(set(os.listdir(path)) - set(names))
+    if lost:
+        raise ValueError(f"{path}: the output folder exists and holds {len(lost)} entries this output would not "
+                         f"bring back ({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}): move it away or "
+                         "choose another output; nothing was changed")
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

@@ -44,10 +44,11 @@ from torch.utils.data import Dataset
 from bert.engine import DistContext, FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed
 from bert.engine import strip_launcher_args
 from bert.engine.checkpoint import list_checkpoints
+from bert.io.jsonfile import read_json_object
 from bert.io.lifetime import lock_folder
 from bert.io.settings import SettingError, at_least
 from stages._lib.allocator import active_allocator, reexec_with_allocator
-from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
+from stages._lib.common import atomic_outputs, check_replaceable, run_stage, stage_parser, write_json
 from stages._lib.params import DEFAULT_PARAMS, ParamsError, load_section, section_values
 
 logger = logging.getLogger("stages.training")
@@ -55,6 +56,7 @@ FINGERPRINT = "fingerprint.json"  # in --work: the run the checkpoints there bel
 CHECKPOINTS = "checkpoints"  # the engine's folder under --work
 HISTORY_STREAM_ENV = "BERT_HISTORY_STREAM"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")  # copied from the start model into the output
+MODEL_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES)  # the output model folder, with the summary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +107,7 @@ class TrainingStage:
 
     name: ClassVar[str]
     params_cls: ClassVar[type[TrainingParams]]
+    summary_name: ClassVar[str]  # the JSON written into the model folder (Outputs.summary_name)
     default_params: ClassVar[Path] = DEFAULT_PARAMS
 
     def __init__(self, doc: str) -> None:
@@ -120,6 +123,11 @@ class TrainingStage:
     def inputs(self, args: argparse.Namespace) -> dict[str, Any]:
         """What identifies this run's inputs in the resume fingerprint (data manifest, start model); rank 0."""
         raise NotImplementedError
+
+    def fingerprint(self, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
+        """What identifies this run, kept as the work folder's fingerprint.json: a checkpoint there is resumed
+        only by a run with the same one (the stage, the training trajectory and the stage's ``inputs``)."""
+        return {"stage": self.name, "train_config": config.trajectory(), **self.inputs(args)}
 
     def finish(self, args: argparse.Namespace, params: TrainingParams, run: Run, result: FitResult,
                ctx: DistContext) -> Outputs:
@@ -178,12 +186,14 @@ class TrainingStage:
         with contextlib.ExitStack() as held:
             if ctx.is_main:  # the work folder is this run's until it ends: a second run is refused at once
                 held.enter_context(lock_folder(args.work, f"stage {self.name}"))
+                check_work_dir(args.work, self.name)  # before the model and data are loaded: fail fast
+                check_replaceable(args.out, (*MODEL_FILES, self.summary_name))  # atomic_outputs checks it again
             run = self.prepare(args, params, ctx)
             if ctx.world_size != params.nproc:
                 logger.warning("running on %d processes; params say %s.nproc %d", ctx.world_size, self.name,
                                params.nproc)
             if ctx.is_main:
-                prepare_work_dir(args.work, {"train_config": run.config.trajectory(), **self.inputs(args)})
+                prepare_work_dir(args.work, self.name, self.fingerprint(args, run.config))
             ctx.barrier()
             result = fit(run.model, run.dataset, run.collate_fn, run.config, args.work, ctx=ctx,
                          lengths=run.dataset.lengths, on_log=history_streamer())
@@ -221,15 +231,48 @@ def check_launch(section: str, params: TrainingParams, nproc: int, path: os.Path
                           f"grad_accum_steps {params.grad_accum_steps} x {nproc} processes = {shards}")
 
 
-def prepare_work_dir(work: Path, fingerprint: dict) -> None:
-    """Keep the checkpoints in `work` only if they belong to this exact run (same fingerprint)."""
+def prepare_work_dir(work: Path, stage: str, fingerprint: dict) -> None:
+    """Keep the checkpoints in `work` only if they belong to this exact run (the same `fingerprint`, from
+    TrainingStage.fingerprint).
+
+    Only what a training stage puts there is ever deleted (its checkpoints and fingerprint.json), and only
+    in a work folder of this stage (check_work_dir).
+    """
+    if check_work_dir(work, stage) != fingerprint:
+        shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)  # another run's: must not be resumed
+        write_json(work / FINGERPRINT, fingerprint)
+
+
+def check_work_dir(work: Path, stage: str) -> Optional[dict]:
+    """Check that `work` is empty or a work folder of `stage`; returns its fingerprint (None: none yet).
+
+    Raises:
+        ValueError: `work` holds files and is not a work folder of `stage` (``--work .``, or a typo naming
+            a folder of results): refused untouched.
+    """
     work.mkdir(parents=True, exist_ok=True)
-    stamp = work / FINGERPRINT
-    old = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
-    if old != fingerprint:
-        for child in work.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        write_json(stamp, fingerprint)
+    old = read_fingerprint(work / FINGERPRINT)
+    if old is None or old.get("stage", stage) != stage:  # no stage: written before stages were named
+        others = sorted(p.name for p in work.iterdir())
+        if others:
+            whose = (f"of no training stage (no {FINGERPRINT})" if old is None else f"of stage {old['stage']}"
+                     if old["stage"] else f"of no training stage (its {FINGERPRINT} is not a stage's)")
+            raise ValueError(f"{work}: --work must be an empty folder or a work folder of stage {stage}; this one "
+                             f"is {whose} and holds {len(others)} entries ({', '.join(others[:3])}"
+                             f"{', ...' if len(others) > 3 else ''}); nothing was deleted")
+    return old
+
+
+def read_fingerprint(path: Path) -> Optional[dict]:
+    """The fingerprint a training stage wrote in its work folder, or None when there is none.
+
+    Raises:
+        ValueError: a damaged one (bert.io.jsonfile: one line naming it).
+    """
+    if not path.exists():
+        return None
+    value = read_json_object(path)
+    return value if "train_config" in value else {"stage": None}  # some other program's JSON: not ours
 
 
 def history_streamer() -> Optional[Callable[[dict], None]]:
