@@ -26,7 +26,7 @@ import torch
 
 from bert.data.cache import pad_collate
 from bert.engine import DistContext, FitResult
-from bert.io.download import sha256_of
+from bert.io.fingerprint import fingerprint
 from stages._lib.common import load_features, require_input
 from stages._lib.tasks import get_task, head_for
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
@@ -64,8 +64,7 @@ class Finetune(TrainingStage):
         return Run(model, train, functools.partial(pad_collate, pad_id=PAD_ID), params.train_config(seed=args.seed))
 
     def inputs(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"task": args.task, "features_manifest": sha256_of(args.features / "train" / "manifest.json"),
-                "model": source_record(args.model)}
+        return {"task": args.task, "features": fingerprint(args.features / "train"), "model": fingerprint(args.model)}
 
     def finish(self, args: argparse.Namespace, params: FinetuneParams, run: Run, result: FitResult,
                ctx: DistContext) -> Outputs:

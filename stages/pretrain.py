@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Subset
 
 from bert.data.pretraining_data import IGNORE_INDEX, MLM_LABELS, NSP_LABEL, PretrainingDataset, pretraining_collate
 from bert.engine import DistContext, FitResult
-from bert.io.download import sha256_of
+from bert.io.fingerprint import fingerprint
 from bert.io.settings import at_least
 from bert.modeling import BertForPreTraining
 from stages._lib.common import check_vocab, require_input
@@ -148,8 +148,7 @@ class Pretrain(TrainingStage):
         return Run(model, train, functools.partial(pretraining_collate, pad_id=PAD_ID), params.train_config())
 
     def inputs(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"instances": sha256_of(args.instances / "train" / "manifest.json"),
-                "model": {f.name: sha256_of(f) for f in sorted(args.model.glob("*")) if f.is_file()}}
+        return {"instances": fingerprint(args.instances / "train"), "model": fingerprint(args.model)}
 
     def finish(self, args: argparse.Namespace, params: PretrainParams, run: Run, result: FitResult,
                ctx: DistContext) -> Outputs:

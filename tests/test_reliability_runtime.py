@@ -305,3 +305,54 @@ def test_launch_checks_params_before_starting_workers(tmp_path, inputs, case):
                               text=True, timeout=300)
         assert_one_clear_error(proc.returncode, proc.stderr, str(params), *fragments)
         assert "joined process group" not in proc.stderr and not (tmp_path / "work").exists()  # no worker ran
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume: a checkpoint is resumed only by the run that wrote it, judged by its inputs' content.
+
+
+def _leave_checkpoints(monkeypatch, args: list[str]) -> None:
+    """A finetune that trains to the end, then fails writing its outputs: its checkpoints stay for a resume."""
+    from stages import finetune
+    from stages._lib import training
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError("disk full (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "write_outputs", disk_full)
+        assert finetune.main(args) == 1
+
+
+@pytest.mark.parametrize("case", ["another data.builtin.seed, the same counts", "corrected labels",
+                                  "another start model of the same shape"])
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, inputs, caplog, monkeypatch, case):
+    from reliability_helpers import make_tiny_model
+    from stages import download, finetune, tokenize
+    from stages._lib.training import CHECKPOINTS
+
+    with tally(BAD_INPUT, f"finetune resume after {case}: a fresh run, not the old checkpoint"):
+        paths = dict(inputs)
+        work, out = tmp_path / "work", tmp_path / "out" / "model"
+        raw, features = tmp_path / "raw", tmp_path / "features"
+        assert download.main(["--params", str(inputs["params"]), "--task", "demo-pair", "--out", str(raw)]) == 0
+        tok = ["--params", str(inputs["params"]), "--task", "demo-pair", "--model", str(inputs["model"])]
+        assert tokenize.main([*tok, "--data", str(raw), "--out", str(features)]) == 0
+        paths["features"] = features
+        _leave_checkpoints(monkeypatch, finetune_args(paths, out, work))
+        assert any((work / CHECKPOINTS).iterdir())
+        if case.startswith("another data"):  # the same 48/8 examples, generated from another seed
+            params = write_params(tmp_path / "other.yaml", **{**QUICK_TRAINING, "seed: 0": "seed: 7"})
+            assert download.main(["--params", str(params), "--task", "demo-pair", "--out", str(raw)]) == 0
+        elif case == "corrected labels":  # MRPC's format: the label is the first column
+            lines = (raw / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+            lines[1] = ("1" if lines[1][0] == "0" else "0") + lines[1][1:]
+            (raw / "train.tsv").write_text("".join(lines), encoding="utf-8")
+        if case.startswith("another start"):
+            paths["model"] = make_tiny_model(tmp_path / "other-model", inputs["model"] / "vocab.txt", seed=5)
+        else:
+            assert tokenize.main([*tok, "--data", str(raw), "--out", str(features)]) == 0
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            assert finetune.main(finetune_args(paths, out, work)) == 0
+        assert "resumed from" not in caplog.text, "a checkpoint of other inputs was resumed"

@@ -121,7 +121,8 @@ class TrainingStage:
         raise NotImplementedError
 
     def inputs(self, args: argparse.Namespace) -> dict[str, Any]:
-        """What identifies this run's inputs in the resume fingerprint (data manifest, start model); rank 0."""
+        """What identifies this run's inputs in the resume fingerprint: the content fingerprints
+        (bert.io.fingerprint) of the training data and the start model; rank 0."""
         raise NotImplementedError
 
     def fingerprint(self, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
