@@ -108,7 +108,10 @@ def test_glue_reader(tmp_path, case):
     (glue.STSB, "0\tg\tf\t2015\t0001\tnone\tnone\tA man.\tA man.\tabout 3\n", ["dev.tsv:2", "'about 3' is not a number"]),
     (glue.COLA, "gj04\t1\tThe sailors rode the breeze clear of the rocks.\n", ["dev.tsv:1", "expected 4"]),
     (glue.MNLI, "0\t1\t2\t3\t4\t5\t6\t7\tA\tB\tmaybe\n", ["dev_matched.tsv:2", "label 'maybe'"]),
-], ids=["stsb-score-not-a-number", "cola-three-fields", "mnli-unknown-label"])
+    *[(glue.STSB, f"0\tg\tf\t2015\t0001\tnone\tnone\tA man.\tA man.\t{score}\n",
+       ["dev.tsv:2", f"score '{score}' is not a finite number"]) for score in ("nan", "inf", "-Infinity", "1e400")],
+], ids=["stsb-score-not-a-number", "cola-three-fields", "mnli-unknown-label", "stsb-score-nan", "stsb-score-inf",
+        "stsb-score--Infinity", "stsb-score-1e400"])
 def test_glue_task_specific_rows(tmp_path, processor, row, fragments):
     with tally(BAD_INPUT, f"glue tsv: {processor.name} {fragments[1]}"):
         header = {"stsb": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n",

@@ -356,3 +356,23 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, inputs, caplog, m
         with caplog.at_level("INFO"):
             assert finetune.main(finetune_args(paths, out, work)) == 0
         assert "resumed from" not in caplog.text, "a checkpoint of other inputs was resumed"
+
+
+# ----------------------------------------------------------------------------------------------
+# A run whose numbers stop being finite stops, naming the step; no NaN model is published.
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_diverging_run_stops_naming_the_step(tmp_path, inputs, caplog, precision):
+    from stages import finetune
+
+    with tally(BAD_INPUT, f"finetune with learning_rate 1e30 ({precision}): stopped naming the step, no model"):
+        params = write_params(tmp_path / "params.yaml", **{**QUICK_TRAINING, "learning_rate: 1.0e-4": "learning_rate: 1.0e+30",
+                                                           "precision: fp32   ": f"precision: {precision}   "})
+        out = tmp_path / "out" / "model"
+        rc = finetune.main(finetune_args({**inputs, "params": params}, out, tmp_path / "work"))
+        fragments = (["collapsed", "lower the learning rate"] if precision == "fp16" else
+                     [r"the training loss was nan at step", "training stopped and the model was not written",
+                      "a learning rate too high"])
+        assert_stage_failed(rc, caplog, *fragments)
+        assert not out.exists() and not Path(f"{out}.history.json").exists()

@@ -17,6 +17,7 @@ _EXPORTS = {
     "fit": "bert.engine.loop",
     "predict": "bert.engine.predict",
     "LossScaleCollapse": "bert.engine.precision",
+    "TrainingDiverged": "bert.engine.precision",
     "DistributedLengthGroupedSampler": "bert.engine.sampler",
 }
 __all__ = list(_EXPORTS)

@@ -31,7 +31,7 @@ from bert.engine.batch import Batch, to_device
 from bert.engine.config import FitResult, TrainConfig
 from bert.engine.distributed import DistContext
 from bert.engine.optim import build_optimizer
-from bert.engine.precision import Precision
+from bert.engine.precision import Precision, TrainingDiverged
 from bert.engine.row_grads import RowGradients
 from bert.engine.sampler import DistributedLengthGroupedSampler, StepPlan
 
@@ -111,6 +111,10 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         # Running sums since the last log line: global mean loss per step, steps, sequences.
         self.log_loss = torch.zeros((), device=ctx.device)
+        # The first step whose loss was not finite (-1: none yet) and that loss, kept on the device and read
+        # (one sync) only where the loop syncs anyway: a log line, a checkpoint, the end.
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=ctx.device)
+        self.bad_loss = torch.zeros((), device=ctx.device)
         self.log_steps = 0
         self.log_sequences = 0
         self.log_time = time.perf_counter()
@@ -177,8 +181,38 @@ class Trainer:
                 per_rank[r][key] = tensor.cpu()
         return per_rank
 
+    def note_loss(self, step_loss: torch.Tensor, taken: bool) -> None:
+        """Remember the first step whose update was applied with a loss that is not finite (no sync).
+
+        fp16's skipped steps are not counted: their update was not applied (the loss scale handles them).
+        """
+        if taken:
+            bad = (self.bad_step < 0) & ~torch.isfinite(step_loss)
+            self.bad_step.masked_fill_(bad, self.global_step)
+            self.bad_loss = torch.where(bad, step_loss, self.bad_loss)
+
+    def check_finite(self, weights: bool = False) -> None:
+        """Stop with one clear message once a loss (or, with `weights`, a weight) is NaN or infinite.
+
+        Raises:
+            TrainingDiverged: naming the step, the value and the likely causes; nothing more is written.
+        """
+        cfg, step = self.cfg, int(self.bad_step)
+        what = f"the training loss was {float(self.bad_loss)} at step {step}" if step >= 0 else None
+        if what is None and weights:
+            broken = next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+            if broken is not None:
+                what = f"the weight {broken} holds NaN or infinite values at step {self.global_step}"
+        if what is not None:
+            overflow = f", an overflow in {cfg.precision} (train in fp32)" if cfg.precision != "fp32" else ""
+            raise TrainingDiverged(
+                f"{what} of {self.total_steps} (precision {cfg.precision}, learning_rate {cfg.learning_rate:g}): "
+                "training stopped and the model was not written; likely causes: a learning rate too high (lower "
+                f"learning_rate or max_grad_norm), labels that are not finite numbers in the training data{overflow}")
+
     def save(self) -> None:
         """Write a checkpoint (rank 0); every rank takes part in gathering RNG states and waits."""
+        self.check_finite(weights=True)  # never a checkpoint of a diverged run: a resume would continue it
         rng = self._gather_rng()
         if self.ctx.is_main:
             state = {
@@ -234,6 +268,7 @@ class Trainer:
     # The run
 
     def _log(self, epoch_progress: float) -> None:
+        self.check_finite()
         loss = float(self.log_loss) / max(self.log_steps, 1)  # one sync per log line
         now = time.perf_counter()
         record = {
@@ -275,8 +310,9 @@ class Trainer:
             for plan in plans:
                 micro = [next(batches) for _ in plan.micro_batches]
                 step_loss = ctx.all_reduce_sum(self.accumulate(plan, micro))
-                self.apply_update()
+                taken = self.apply_update()
                 self.global_step += 1
+                self.note_loss(step_loss, taken)
                 self.log_loss += step_loss
                 self.log_steps += 1
                 self.log_sequences += plan.global_count
@@ -319,6 +355,7 @@ class Trainer:
         self.log_time = start
         try:
             sequences = self._train_steps(bar)
+            self.check_finite(weights=True)  # what the caller writes next must be a usable model
         finally:  # also when a step fails: hand the model back as it came
             bar.close()
             self.row_grads.disable()

@@ -22,7 +22,12 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class LossScaleCollapse(FloatingPointError):
+class TrainingDiverged(FloatingPointError, ValueError):
+    """Training produced non-finite numbers (a NaN or infinite loss, weights or loss scale): it stops, nothing
+    is written. A ValueError too: its causes are settings or data (a stage reports it in one line)."""
+
+
+class LossScaleCollapse(TrainingDiverged):
     """fp16 training kept overflowing until the loss scale fell below its floor."""
 
 

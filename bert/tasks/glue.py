@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +112,11 @@ class GlueProcessor:
     def _check_label(self, label: str, path, line_no: int) -> None:
         if self.labels is None:
             try:
-                float(label)
+                score = float(label)
             except ValueError:
                 raise DataFormatError(f"{path}:{line_no}: score {label!r} is not a number") from None
+            if not math.isfinite(score):  # nan, inf, or 1e400 (inf once read): a NaN loss, a NaN model
+                raise DataFormatError(f"{path}:{line_no}: score {label!r} is not a finite number")
         elif label not in self.labels:
             raise DataFormatError(
                 f"{path}:{line_no}: label {label!r} is not one of the {self.name} labels {list(self.labels)}"
