@@ -14,7 +14,7 @@ ALIAS_PTH = $(PY) -c 'import sysconfig, bert.compat as c, pathlib; \
 	pathlib.Path(sysconfig.get_paths()["purelib"], c.PTH_NAME).write_text(c.ALIAS_PATH + "\n")'
 
 
-.PHONY: test run pretrain flow ui bench install clean
+.PHONY: test run pretrain flow ui serve bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,17 @@ pretrain: $(VENV)/.pipeline-$(HASH)
 flow: $(VENV)/.pipeline-$(HASH)
 	$(BIN_PATH) $(PY) -m pipeline.flow
 
+# MLflow 3's UI opens an experiment in its GenAI view unless the address asks for the classic one: print that address
 ui: $(VENV)/.pipeline-$(HASH)
+	@echo "MLflow UI: $$($(PY) -m pipeline.tracking url http://127.0.0.1:5000)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# a task's champion (the report's choice, registered by the last `make run`) as a REST service on 127.0.0.1:5001;
+# mlflow starts uvicorn from PATH: the venv's
+TASK ?= demo-pair
+serve: $(VENV)/.pipeline-$(HASH)
+	$(BIN_PATH) MLFLOW_TRACKING_URI=sqlite:///mlflow.db $(VENV)/bin/mlflow models serve \
+		-m models:/bert-$(TASK)@champion --env-manager local --host 127.0.0.1 --port 5001
 
 bench: $(VENV)/.test-$(HASH)
 	$(PY) bench/model_speed.py

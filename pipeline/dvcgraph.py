@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class StageSpec:
     plots: tuple[str, ...]
     params: tuple[str, ...]  # dotted params keys, e.g. "finetune.learning_rate"
     upstream: tuple[str, ...]  # names of the stages whose outs this stage reads
+    uncached: tuple[str, ...] = ()  # outs, metrics and plots with `cache: false` (DVC's cache does not keep them)
 
 
 def _rel(path: str, root: Path) -> str:
@@ -49,14 +50,16 @@ def _spec(stage: Any, root: Path, upstream: tuple[str, ...]) -> StageSpec:
             params.extend(dep.params)
         else:
             deps.append(_rel(dep.fs_path, root))
-    outs, metrics, plots, persist = [], [], [], []
+    outs, metrics, plots, persist, uncached = [], [], [], [], []
     for out in stage.outs:
         (metrics if out.metric else plots if out.plot else outs).append(_rel(out.fs_path, root))
         if out.persist:
             persist.append(_rel(out.fs_path, root))
+        if not out.use_cache:
+            uncached.append(_rel(out.fs_path, root))
     cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
     return StageSpec(stage_name(stage, root), cmd, tuple(deps), tuple(outs), tuple(persist), tuple(metrics),
-                     tuple(plots), tuple(params), upstream)
+                     tuple(plots), tuple(params), upstream, tuple(uncached))
 
 
 def load_pipeline(root: str | os.PathLike) -> list[StageSpec]:
@@ -102,18 +105,6 @@ def load_pipeline(root: str | os.PathLike) -> list[StageSpec]:
     return ordered
 
 
-def result_stages(specs: list[StageSpec]) -> set[str]:
-    """Stages that produce results: those with metrics or plots, and every stage downstream of one.
-
-    The others (download, convert, tokenize) prepare inputs that DVC's cache already keeps.
-    """
-    results: set[str] = set()
-    for spec in specs:  # upstream first, so one pass sees every upstream verdict
-        if spec.metrics or spec.plots or any(u in results for u in spec.upstream):
-            results.add(spec.name)
-    return results
-
-
 def stage_hashes(root: str | os.PathLike, name: str) -> dict[str, str]:
     """DVC's own hashes of a stage's deps and outs as they are now, as dvc.lock will record them.
 
@@ -144,3 +135,22 @@ def stage_hashes(root: str | os.PathLike, name: str) -> dict[str, str]:
         return hashes
     finally:
         repo.close()
+
+
+def cache_files(root: str | os.PathLike, md5s: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """Where DVC's local cache keeps these file objects, and the link types its config allows (``cache.type``).
+
+    Returns:
+        ({md5: path} for the objects the cache holds, e.g. ["reflink", "hardlink", "symlink", "copy"]). The
+        files are DVC's own, read-only; pipeline.models links the MLflow copy of a model to them.
+    """
+    from dvc.repo import Repo
+
+    repo = Repo(str(Path(root).resolve()))
+    try:
+        odb = repo.cache.local
+        found = {md5: Path(odb.oid_to_path(md5)) for md5 in md5s}
+        types = list(odb.cache_types or ["reflink", "copy"])
+    finally:
+        repo.close()
+    return {md5: path for md5, path in found.items() if path.is_file()}, types

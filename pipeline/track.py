@@ -1,29 +1,19 @@
-"""Run one pipeline stage as a nested MLflow run (the wrapper dvc.yaml's commands go through), or the
-whole pipeline under the run its stages nest in (what `make run` calls).
+"""Run one pipeline stage with its MLflow record (the wrapper dvc.yaml's commands go through), or the
+whole pipeline under the run its stages' records go into (what `make run` calls).
 
     python -m pipeline.track -- torchrun --nproc_per_node 1 -m stages.finetune --task demo-pair ...
     python -m pipeline.track --stage finetune@demo-pair-1 -- python -m stages.finetune ...   # by hand
     python -m pipeline.track --pipeline -- dvc repro                                       # make run
 
 A stage runs as a child process and never imports this package (imports point pipeline -> stages).
-Its run nests under ``$MLFLOW_PARENT_RUN_ID``, set by what started the pipeline; without it (a plain
-``dvc repro``) the stage's run is a top-level run, tagged ``bert.pipeline_run=none``. The stage's name
-is DVC's (``$DVC_STAGE``, set by DVC for every command); its deps, outs, metrics, plots and params come
-from dvc.yaml through DVC. While the stage runs, the wrapper tails the training history the stage
-streams to ``$BERT_HISTORY_STREAM`` (JSON lines, rank 0 only) and logs each point as MLflow metrics at
-its step. When the stage ends the wrapper logs, in its run:
-
-- params: the params.yaml keys the stage declares in dvc.yaml;
-- metrics: every history point not yet logged (from the stage's history file: a plots/outs JSON list
-  of {"step", "loss", ...}), and the numbers of the stage's metrics files (declared in dvc.yaml, or a
-  metrics.json at the top of an out folder); a stage that is not a foreach/matrix item, the report,
-  also gives them to the parent run;
-- artifacts: metrics and plots files, and the outs of the stages that produce results (metrics or
-  plots) and of those downstream of them: the fine-tuned model, predictions, the report. The stages
-  that prepare inputs (download, convert, tokenize) are recorded by their hashes only: DVC's cache has
-  their data. Persistent outs (checkpoints) are not archived. ``BERT_MLFLOW_ARTIFACTS=off`` logs none;
-- tags: git commit, DVC's hashes of the stage's deps and outs (as dvc.lock records them), host,
-  device, world size and precision (from the stage's summary JSON and params).
+Its record belongs to the pipeline run ``$MLFLOW_PARENT_RUN_ID``, set by what started the pipeline;
+without it (a plain ``dvc repro``) the stage's run is a top-level run, tagged ``bert.pipeline_run=none``.
+The stage's name is DVC's (``$DVC_STAGE``, set by DVC for every command); its deps, outs, metrics,
+plots and params come from dvc.yaml through DVC. While the stage runs, the wrapper tails the training
+history the stage streams to ``$BERT_HISTORY_STREAM`` (JSON lines, rank 0 only) and logs each point
+as MLflow metrics at its step. What the record holds, and where it goes (a fine-tuning trial's run,
+or the pipeline run itself for the stages that prepare data or summarise), is pipeline.stagerun's.
+``BERT_MLFLOW_ARTIFACTS=off`` logs no files.
 
 The exit status is the stage's. ``BERT_TRACKING=off`` runs the stage untracked.
 
@@ -33,7 +23,7 @@ With ``--pipeline`` the command (``dvc repro`` and its arguments) runs under one
 in a process group of its own, and SIGINT, SIGTERM or SIGHUP sent to this process go to that whole
 group, as a terminal's Ctrl-C would: DVC alone would not stop the stage (it ignores SIGINT while a
 stage runs, and SIGTERM kills DVC but not the stage). What still runs ``STOP_GRACE_S`` later is killed,
-and a stage run left unended is marked KILLED, so nothing is left RUNNING. The exit status is the
+and a run left unended is marked KILLED, so nothing is left RUNNING. The exit status is the
 command's, 128 + N when signal N interrupted it.
 """
 
@@ -44,7 +34,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -55,15 +44,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from pipeline.dvcgraph import StageSpec, load_pipeline, result_stages, stage_hashes
-from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, PipelineRun, Tracker, git_facts, metric_key,
-                               numeric_leaves, project_root, read_params, tracking_off)
+from pipeline.stagerun import StageRun
+from pipeline.tracking import PipelineRun, project_root, tracking_off
 
 HISTORY_ENV = "BERT_HISTORY_STREAM"
 POLL_SECONDS = 2.0
 STOP_GRACE_S = 30.0  # after a signal, how long the pipeline's processes get to end (and end their runs)
-SUMMARY_MAX_BYTES = 1 << 20
-METRICS_NAME = "metrics.json"  # JSON files read for device / world size facts
 
 logger = logging.getLogger("pipeline.track")
 
@@ -95,174 +81,6 @@ class HistoryTail:
         return records
 
 
-def read_history_file(path: Path) -> Optional[list[dict]]:
-    """A training history: a JSON list of {"step": int, ...} (or JSON lines of them); None if it is not one."""
-    if not path.is_file() or path.suffix not in (".json", ".jsonl"):
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            records = json.loads(text)
-        else:
-            records = [json.loads(x) for x in text.splitlines() if x.strip()]
-    except (OSError, ValueError):
-        return None
-    if isinstance(records, list) and records and all(isinstance(r, dict) and "step" in r for r in records):
-        return records
-    return None
-
-
-def history_points(records: list[dict], logged: set[int]) -> list[tuple[str, float, int]]:
-    """(key, value, step) for the numbers of each record whose step is not in `logged` (updated)."""
-    points = []
-    for record in records:
-        step = record.get("step")
-        if not isinstance(step, int) or step in logged:
-            continue
-        logged.add(step)
-        points.extend((key, float(value), step) for key, value in record.items()
-                      if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool))
-    return points
-
-
-def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, str]:
-    """Device, allocator, world size and precision of a stage: its summary JSON if it wrote one, else its params."""
-    facts: dict[str, str] = {}
-    for key, value in params.items():
-        if key.endswith(".precision"):
-            facts["precision"] = str(value)
-        elif key.endswith(".nproc"):
-            facts["world_size"] = str(value)
-    candidates: list[Path] = []
-    for rel in spec.outs:
-        path = root / rel
-        candidates.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
-    for path in candidates:
-        if path.suffix != ".json" or not path.is_file() or path.stat().st_size > SUMMARY_MAX_BYTES:
-            continue
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict) and "world_size" in summary:
-            facts["world_size"] = str(summary["world_size"])
-            environment = summary.get("environment") or {}
-            for key in ("device", "allocator"):  # the allocator: why two runs' speeds differ
-                if environment.get(key):
-                    facts[key] = str(environment[key])
-            break
-    return facts
-
-
-def metrics_files(root: Path, spec: StageSpec) -> list[Path]:
-    """The metrics files dvc.yaml declares, and a metrics.json at the top of an out folder (evaluate's)."""
-    found = [root / rel for rel in spec.metrics]
-    found += [root / rel / METRICS_NAME for rel in spec.outs if (root / rel / METRICS_NAME).is_file()]
-    return found
-
-
-def stage_params(root: Path, spec: StageSpec) -> dict[str, Any]:
-    """The params.yaml values the stage declares (a section name brings the whole section)."""
-    values = read_params(root)
-    chosen = {}
-    for key in spec.params:
-        chosen.update({k: v for k, v in values.items() if k == key or k.startswith(key + ".")})
-    return chosen
-
-
-class StageRun:
-    """The nested MLflow run of one stage execution, fed while the stage runs and closed after it."""
-
-    def __init__(self, root: Path, name: str, under_dvc: bool):
-        self.root, self.name = root, name
-        self.tracker = Tracker(root, label=f"mlflow {name}")
-        self.parent: Optional[str] = None
-        self.run_id: Optional[str] = None
-        self.logged_steps: set[int] = set()
-        self.spec: Optional[StageSpec] = None
-        self.archive = False  # whether the stage's outs are results to keep as artifacts
-        self.params: dict[str, Any] = {}
-        self.under_dvc = under_dvc
-
-    def start(self) -> None:
-        """Connect, and open this stage's run (under $MLFLOW_PARENT_RUN_ID if set) with params and tags."""
-        try:
-            specs = load_pipeline(self.root) if self.under_dvc or (self.root / "dvc.yaml").is_file() else []
-            by_name = {s.name: s for s in specs}
-            # DVC_STAGE names the file too when dvc ran in another folder
-            self.spec = by_name.get(self.name) or by_name.get(self.name.rpartition(":")[2])
-            self.archive = self.spec is not None and self.spec.name in result_stages(specs)
-        except Exception as err:  # a broken dvc.yaml is DVC's to report; tracking goes on without the spec
-            print(f"[{self.tracker.label}] could not read the stage from dvc.yaml: {err}", file=sys.stderr)
-        if self.spec is None and self.under_dvc:
-            print(f"[{self.tracker.label}] dvc.yaml has no stage {self.name!r}; only its history is logged",
-                  file=sys.stderr)
-        self.tracker.connect()  # if it fails, the calls below only count what goes unlogged
-        self.parent = os.environ.get(PARENT_ENV) or None  # set by what started the pipeline, if anything did
-        tags = {KIND_TAG: "stage", "dvc.stage": self.name, "host": platform.node(), **git_facts(self.root)}
-        if not self.parent:
-            tags[NO_PARENT_TAG] = "none"
-        self.run_id = self.tracker.create_run(self.name, tags, parent=self.parent)
-        if self.spec is not None:
-            self.params = stage_params(self.root, self.spec)
-            self.tracker.log_params(self.run_id, self.params)
-        if self.run_id:
-            where = (f"in pipeline run {self.parent}" if self.parent else
-                     f"with no pipeline run ({NO_PARENT_TAG}=none; `make run` and the flow open one)")
-            print(f"[{self.tracker.label}] run {self.run_id} {where} at {self.tracker.uri}",
-                  file=sys.stderr, flush=True)
-
-    def log_history(self, records: list[dict]) -> None:
-        """Log the points of steps not logged yet."""
-        points = history_points(records, self.logged_steps)
-        if points:
-            self.tracker.log_points(self.run_id, points)
-
-    def finish(self, returncode: int, killed: bool = False) -> None:
-        """Log what the stage produced (if it succeeded), its hashes and tags, and end the runs."""
-        spec, tracker = self.spec, self.tracker
-        ok = returncode == 0 and not killed
-        if spec is not None and ok:
-            for rel in spec.plots + spec.outs:
-                records = read_history_file(self.root / rel)
-                if records:
-                    self.log_history(records)
-            metrics = {}
-            for path in metrics_files(self.root, spec):
-                try:
-                    metrics.update(numeric_leaves(json.loads(path.read_text(encoding="utf-8"))))
-                except (OSError, ValueError) as err:
-                    print(f"[{tracker.label}] metrics file {path} unreadable: {err}", file=sys.stderr)
-            if metrics:
-                tracker.log_metrics(self.run_id, metrics)
-                if "@" not in spec.name and self.parent:  # the pipeline's own summary (the report's)
-                    tracker.log_metrics(self.parent, metrics)
-            files = list(spec.metrics + spec.plots)
-            if self.archive:
-                files += [rel for rel in spec.outs if rel not in spec.persist]
-            if os.environ.get("BERT_MLFLOW_ARTIFACTS", "on").lower() not in ("0", "off", "false"):
-                for rel in files:
-                    parent = str(Path(rel).parent.as_posix())
-                    tracker.log_artifact(self.run_id, self.root / rel, None if parent == "." else parent)
-            facts = run_facts(self.root, spec, self.params)
-            if facts:
-                tracker.set_tags(self.run_id, facts)
-                if self.parent:
-                    tracker.set_tags(self.parent, facts)
-            try:
-                hashes = {metric_key(f"dvc.{k}"): v for k, v in stage_hashes(self.root, spec.name).items()}
-            except Exception as err:  # hashes are a record, not a reason to fail a stage that succeeded
-                print(f"[{tracker.label}] could not hash the stage's deps and outs: {err}", file=sys.stderr)
-                hashes = {}
-            tracker.set_tags(self.run_id, hashes)
-        status = "FINISHED" if ok else "KILLED" if killed or returncode < 0 else "FAILED"
-        tracker.set_tags(self.run_id, {"exit_code": returncode})
-        tracker.set_status(self.run_id, status)
-        line = tracker.summary()
-        if line:
-            print(line, file=sys.stderr, flush=True)
-
-
 def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
     """Run `cmd` tracked as stage `stage`; returns its exit status (negative: killed by that signal)."""
     scratch = Path(tempfile.mkdtemp(prefix="bert-track-"))
@@ -279,7 +97,7 @@ def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    tracked = StageRun(root, stage, under_dvc)
+    tracked = StageRun(root, stage, under_dvc, cmd)
     try:
         tracked.start()
         tail = HistoryTail(stream)

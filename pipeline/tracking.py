@@ -10,6 +10,11 @@ FINISHED when the pipeline succeeded, FAILED when it failed or was interrupted. 
 under the id its environment gives (tag ``mlflow.parentRunId``); a stage given none (a plain
 ``dvc repro`` or ``dvc exp run``) is a top-level run, tagged ``bert.pipeline_run=none``.
 
+What goes where (pipeline.stagerun): the experiment is a classic ML experiment (tag
+``mlflow.experimentKind``); under each pipeline run, one run per fine-tuning trial (pipeline.trials); the
+stages that prepare data or summarise (download, convert, tokenize, baseline, report) are folded into the
+pipeline run itself: a ``stage/<name>`` tag with their status, their DVC hashes, the report's metrics and files.
+
 Tracking never stops a stage: the first failure to reach the tracking store is reported in one line,
 the stage goes on untracked, and at the end one line says what could not be logged.
 """
@@ -30,8 +35,13 @@ DEFAULT_EXPERIMENT = "bert-pipeline"
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"  # the pipeline run's id, set by what starts the pipeline
 OFF_ENV = "BERT_TRACKING"  # 0 / off / false: no runs at all
 PARENT_TAG = "mlflow.parentRunId"
-KIND_TAG = "bert.run_kind"  # "pipeline" or "stage"
-NO_PARENT_TAG = "bert.pipeline_run"  # "none" on a stage run that no pipeline run holds
+KIND_TAG = "bert.run_kind"  # "pipeline", "trial" or "stage" (a stage run that no pipeline run holds)
+NO_PARENT_TAG = "bert.pipeline_run"  # "none" on a stage or trial run that no pipeline run holds
+STAGE_TAG = "stage/"  # on a pipeline run: stage/<DVC name, @ as /> -> the status of each stage it ran
+# MLflow 3's UI opens an experiment as GenAI or classic ML: the tag MLflow sets for the latter (3.17's UI also
+# keeps a per-browser switch, which ?workflowType=machine_learning in the address sets: pipeline.tracking.ui_url).
+EXPERIMENT_KIND_TAG, ML_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+NAMED_CHANGES = 3  # params named in a pipeline run's name; more are counted
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_STAGE_RUNS = 10000  # the stage runs one pipeline run is searched for when it ends
 
@@ -58,10 +68,11 @@ def tracking_uri(root: Path) -> str:
 
 
 def quiet_mlflow_env() -> None:
-    """No telemetry, and a dead server fails within seconds instead of minutes of retries."""
+    """No telemetry, no progress bars, and a dead server fails within seconds instead of minutes of retries."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logging a model: no bars in the log
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -174,14 +185,16 @@ class Tracker:
                 if self.uri == tracking_uri(self.root) and not os.environ.get("MLFLOW_TRACKING_URI"):
                     location = (self.root / "mlartifacts").as_uri()  # the default store keeps files beside it
                 try:
-                    self.experiment_id = self.client.create_experiment(self.experiment_name,
-                                                                       artifact_location=location)
+                    self.experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: ML_EXPERIMENT})
                 except Exception:  # made meanwhile by another process
                     exp = self.client.get_experiment_by_name(self.experiment_name)
                     if exp is None:
                         raise
             if exp is not None:
                 self.experiment_id = exp.experiment_id
+                if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older version, or by hand
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT)
 
         self.call("connection", open_store)
         return self.down is None
@@ -205,17 +218,17 @@ class Tracker:
             self.call("params", lambda: self.client.log_batch(run_id, params=chunk), count=len(chunk))
 
     def log_metrics(self, run_id: Optional[str], metrics: dict[str, float], step: int = 0,
-                    timestamp: Optional[int] = None) -> None:
-        """One value per key at `step` (finite or not: MLflow stores NaN and inf)."""
-        self.log_points(run_id, [(k, v, step) for k, v in metrics.items()], timestamp)
+                    timestamp: Optional[int] = None, model_id: Optional[str] = None) -> None:
+        """One value per key at `step` (finite or not: MLflow stores NaN and inf), of an MLflow Model if given."""
+        self.log_points(run_id, [(k, v, step) for k, v in metrics.items()], timestamp, model_id)
 
     def log_points(self, run_id: Optional[str], points: list[tuple[str, float, int]],
-                   timestamp: Optional[int] = None) -> None:
+                   timestamp: Optional[int] = None, model_id: Optional[str] = None) -> None:
         """Metric points (key, value, step), batched."""
         from mlflow.entities import Metric
 
         stamp = timestamp or int(time.time() * 1000)
-        items = [Metric(metric_key(k), float(v), stamp, int(s)) for k, v, s in points]
+        items = [Metric(metric_key(k), float(v), stamp, int(s), model_id=model_id) for k, v, s in points]
         for i in range(0, len(items), 500):
             chunk = items[i:i + 500]
             self.call("metric points", lambda: self.client.log_batch(run_id, metrics=chunk), count=len(chunk))
@@ -264,6 +277,57 @@ def read_params(root: Path) -> dict[str, Any]:
     return flatten(values) if isinstance(values, dict) else {}
 
 
+def changed_params(previous: Optional[dict[str, str]], params: dict[str, Any]) -> Optional[dict[str, str]]:
+    """The params whose value differs from the last pipeline run's (as MLflow keeps them: text); None: no last run.
+
+    A key the last run had and this one has not maps to "(none)".
+    """
+    if previous is None:
+        return None
+    now = {k: param_value(v) for k, v in params.items()}
+    changed = {k: v for k, v in now.items() if previous.get(k) != v}
+    changed.update({k: "(none)" for k in previous if k not in now})
+    return changed
+
+
+def pipeline_name(params: dict[str, Any], changes: Optional[dict[str, str]], commit: Optional[str],
+                  dirty: Optional[str]) -> str:
+    """A pipeline run's name: what it ran, what changed since the last one, the code it ran.
+
+        demo-pair,demo-qa | finetune.learning_rate=0.0003 | 1a2b3c4
+        mrpc | first run | 1a2b3c4+dirty
+    """
+    tasks = params.get("tasks")
+    what = ",".join(map(str, tasks)) if isinstance(tasks, list) and tasks else "pipeline"
+    if changes is None:
+        change = "first run"
+    else:
+        shown = {k: v for k, v in changes.items() if k != "tasks"}  # the name starts with them
+        change = ", ".join(f"{k}={v}" for k, v in list(shown.items())[:NAMED_CHANGES]) or "same params"
+        if len(shown) > NAMED_CHANGES:
+            change += f" +{len(shown) - NAMED_CHANGES} more"
+    code = (commit[:7] + ("+dirty" if dirty == "true" else "")) if commit else "no git"
+    return f"{what} | {change} | {code}"
+
+
+def pipeline_note(params: dict[str, Any], changes: Optional[dict[str, str]]) -> str:
+    """The run's description (Markdown, shown at the top of its page): what changed, where the trials are."""
+    if changes is None:
+        changed = "the first pipeline run of this experiment"
+    elif not changes:
+        changed = "the same params as the last pipeline run"
+    else:
+        changed = "changed since the last pipeline run: " + ", ".join(f"`{k}` = {v}" for k, v in changes.items())
+    return (f"Tasks {params.get('tasks')}, seeds {params.get('seeds')}; {changed}. One child run per fine-tuning "
+            "trial (its params, curves, dev metrics and model); the report, its metrics and the stages' DVC "
+            "hashes are on this run.")
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The experiment's page in the MLflow UI at `base`, opened as a classic ML experiment (runs, not traces)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 class PipelineRun:
     """The parent run of one pipeline execution, created and ended by what starts the pipeline.
 
@@ -279,7 +343,8 @@ class PipelineRun:
         self.run_id: Optional[str] = None
 
     def open(self) -> dict[str, str]:
-        """Create the run ("pipeline <local time>") with the flattened params.yaml, git commit and host tags.
+        """Create the run, named for what it runs (`pipeline_name`), with the flattened params.yaml, git commit
+        and host tags.
 
         Returns:
             The variables to add to the stages' environment: {MLFLOW_PARENT_RUN_ID: id}; {BERT_TRACKING: "off"}
@@ -288,21 +353,32 @@ class PipelineRun:
         """
         if tracking_off():
             return {}
+        params = read_params(self.tracker.root)
         if self.tracker.connect():
-            tags = {KIND_TAG: "pipeline", "host": platform.node(), **git_facts(self.tracker.root), **self.tags}
-            self.run_id = self.tracker.create_run(time.strftime("pipeline %Y-%m-%d %H:%M:%S"), tags)
+            tracker = self.tracker
+            last = tracker.call("last pipeline run", lambda: tracker.client.search_runs(
+                [tracker.experiment_id], f"tags.`{KIND_TAG}` = 'pipeline'", max_results=1,
+                order_by=["attributes.start_time DESC"]))
+            previous = last[0].data.params if last else None
+            facts = git_facts(tracker.root)
+            changes = changed_params(previous, params)
+            tags = {KIND_TAG: "pipeline", "host": platform.node(), **facts, **self.tags,
+                    "bert.changed_params": json.dumps(changes) if changes is not None else "first run",
+                    "mlflow.note.content": pipeline_note(params, changes)}
+            name = pipeline_name(params, changes, facts.get("mlflow.source.git.commit"), facts.get("git.dirty"))
+            self.run_id = tracker.create_run(name, tags)
         if not self.run_id:
             return {OFF_ENV: "off"}
-        self.tracker.log_params(self.run_id, read_params(self.tracker.root))
+        self.tracker.log_params(self.run_id, params)
         return {PARENT_ENV: self.run_id}
 
     def close(self, ok: bool, tags: Optional[dict[str, Any]] = None) -> Optional[str]:
-        """End the run: FINISHED if `ok`, else FAILED; first, as KILLED, any stage run under it still RUNNING
-        (a stage killed outright cannot end its own run).
+        """End the run: FINISHED if `ok`, else FAILED; first, as KILLED, any run under it still RUNNING and any
+        stage its tags still say is running (a stage killed outright cannot end its own record).
 
         Args:
             ok: whether the pipeline succeeded.
-            tags: more tags for the run; ``stages_run`` (the number of stage runs under it) is added.
+            tags: more tags for the run; ``stages_run`` (the number of stages that ran in it) is added.
         Returns:
             The tracker's line on what could not be logged, or None.
         """
@@ -314,7 +390,34 @@ class PipelineRun:
             for run in stages or []:
                 if run.info.status == "RUNNING":
                     tracker.set_status(run.info.run_id, "KILLED")
-            counted = {"stages_run": len(stages)} if stages is not None else {}
-            tracker.set_tags(run_id, {**counted, **(tags or {})})
+            mine = tracker.call("stage tags", lambda: tracker.client.get_run(run_id))
+            stage_tags = {k: v for k, v in mine.data.tags.items() if k.startswith(STAGE_TAG)} if mine else {}
+            killed = {k: "KILLED" for k, v in stage_tags.items() if v == "RUNNING"}  # its wrapper could not say
+            counted = {"stages_run": len(stage_tags)} if mine else {}
+            tracker.set_tags(run_id, {**killed, **counted, **(tags or {})})
             tracker.set_status(run_id, "FINISHED" if ok else "FAILED")
         return tracker.summary()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m pipeline.tracking url [BASE]`: the experiment's address in the MLflow UI (what `make ui` prints)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "url":
+        print("usage: python -m pipeline.tracking url [BASE]   (BASE: http://127.0.0.1:5000)", file=sys.stderr)
+        return 2
+    base = args[1] if len(args) > 1 else "http://127.0.0.1:5000"
+    tracker = Tracker(project_root(), label="mlflow ui")
+    experiment = None
+    if (tracker.root / "mlflow.db").is_file() or os.environ.get("MLFLOW_TRACKING_URI"):
+        quiet_mlflow_env()
+        from mlflow.tracking import MlflowClient
+
+        experiment = tracker.call("experiment", lambda: MlflowClient(tracker.uri).get_experiment_by_name(
+            tracker.experiment_name))
+    print(ui_url(base, experiment.experiment_id) if experiment else
+          f"{base.rstrip('/')}/#/experiments?workflowType=machine_learning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

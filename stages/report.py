@@ -9,6 +9,10 @@ untrained baseline (the pretrained encoder with a fresh, untrained head: stage `
 majority-class baseline for classification and multiple choice, and published figures where they
 exist (stages._lib.references). Runs whose predictions collapse to one class, or whose accuracy is
 within ``report.majority_tolerance`` points of the majority class, are flagged.
+
+Each task's ``chosen`` run (metrics.json: its seed, eval folder, metric, value and the rule) is the one
+to ship: the best primary dev metric among the runs not flagged (among all, marked flagged, when every run
+is). The MLflow glue registers that run's model as the task's champion (pipeline.trials), whatever the rule.
 """
 
 from __future__ import annotations
@@ -87,6 +91,25 @@ def summarize_task(task: str, runs: dict[int, dict], baseline: dict, tolerance: 
     }
 
 
+def choose_run(summary: dict, folders: dict[int, str]) -> dict[str, Any]:
+    """The run to ship of a task (module docstring): {"seed", "eval", "metric", "value", "rule"[, "flagged"]}.
+
+    Args:
+        summary: the task's summarize_task entry.
+        folders: seed -> the run's evaluate folder.
+    """
+    primary = summary["primary"]
+    per_seed = {int(seed): value for seed, value in summary["fine_tuned"][primary]["per_seed"].items()}
+    flagged = {int(f["seed"]) for f in summary["flagged_runs"]}
+    candidates = [seed for seed in per_seed if seed not in flagged] or list(per_seed)
+    seed = max(candidates, key=lambda s: (per_seed[s], -s))  # ties: the smaller seed
+    chosen = {"seed": seed, "eval": folders[seed], "metric": primary, "value": per_seed[seed],
+              "rule": f"best dev {primary} among the runs not flagged"}
+    if seed in flagged:
+        chosen["flagged"] = True
+    return chosen
+
+
 def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
     rows = []
     for task, s in summaries.items():
@@ -151,6 +174,11 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
                       "untrained head. The primary metric of each task is in bold."))
     flagged = [f"{task} seed {f['seed']}: {f['why']}" for task, s in summaries.items() for f in s["flagged_runs"]]
     doc.add(Heading("Flagged runs", 3), Bullets(flagged or ["none: no run sits at the majority-class baseline"]))
+    chosen = [f"{task}: seed {c['seed']} ({c['metric']} {c['value']:.2f}; {c['rule']}"
+              f"{'; every run is flagged' if c.get('flagged') else ''})"
+              for task, c in ((task, s["chosen"]) for task, s in summaries.items() if "chosen" in s)]
+    if chosen:
+        doc.add(Heading("Chosen runs", 3), Bullets(chosen))
     doc.add(Heading("Run time and throughput"))
     rows = []
     for task, task_runs in runs.items():
@@ -203,6 +231,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                for seed in matrix.seeds}
             baseline = read_json(Path(args.baseline.format(task=task)) / "metrics.json", "baseline")
             summaries[task] = summarize_task(task, runs[task], baseline, params.majority_tolerance)
+            summaries[task]["chosen"] = choose_run(summaries[task], {
+                seed: Path(args.runs.format(task=task, seed=seed)).as_posix() for seed in matrix.seeds})
         rel = os.path.relpath(args.figures, args.markdown.parent)  # how the report links the PNGs
         with atomic_outputs(args.markdown, args.html, args.figures, args.metrics) as (md, page, fig_dir, metrics):
             figure_paths = draw_figures(fig_dir, rel, runs, histories)

@@ -42,3 +42,11 @@ def tiny_config():
 
     return BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+
+
+@pytest.fixture(scope="session")
+def repros(tmp_path_factory):
+    """Three `make run`s of one tiny project (test_tracking.three_repros), for test_tracking.py and test_trials.py."""
+    from test_tracking import make_tiny_model, three_repros
+
+    return three_repros(tmp_path_factory.mktemp("tracked"), make_tiny_model(tmp_path_factory.mktemp("tiny-model")))

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline.flow import kill_group
-from test_tracking import (REPO_ROOT, all_runs, children, free_port, mlflow_client, pipeline_runs,
+from test_tracking import (REPO_ROOT, all_runs, children, free_port, mlflow_client, pipeline_runs, stage_tags,
                            tiny_model, tiny_project, tool_env)  # noqa: F401 (tiny_model: a fixture)
 
 POOL = "bert-local"
@@ -107,7 +107,7 @@ def test_deployment_on_a_process_pool_runs_to_completion(tmp_path, tiny_model):
     mlruns = all_runs(mlflow_client(project))
     parent = pipeline_runs(mlruns)
     assert len(parent) == 1 and parent[0].data.tags["prefect.flow_run_id"] == runs[0]["id"]
-    assert set(children(mlruns, parent[0])) == {"convert"}
+    assert stage_tags(parent[0]) == {"stage/convert": "FINISHED"} and children(mlruns, parent[0]) == {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""MLflow tracking: one pipeline run per `make run`, nested stage runs, what they log; who owns the pipeline
-run; the tracker alone.
+"""MLflow tracking: one pipeline run per `make run`, a run per fine-tuning trial under it, the other stages
+folded into it; who owns the pipeline run; the tracker alone.
 
 The pipeline tests run the real dvc.yaml with the real `dvc` (through `make run`'s command) in a temporary
 copy of the repo, on a tiny random-init model (hidden 32, 2 layers, the packaged vocab) and a few generated
 examples. The ownership tests run a two-stage dvc.yaml of their own. The helpers here (tiny_project,
-tool_env, ...) are shared with test_flow.py and test_prefect_deploy.py.
+tool_env, ...) are shared with test_flow.py, test_prefect_deploy.py and test_trials.py, which shares the
+pipeline runs too (the `repros` fixture, in conftest.py, is the session's).
 """
 
 from __future__ import annotations
@@ -138,11 +139,21 @@ def pipeline_runs(runs: list) -> list:
 
 
 def children(runs: list, parent) -> dict[str, Any]:
-    """Nested runs of `parent`, by run name (the DVC stage)."""
+    """Runs under `parent` (its trials), by run name."""
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     by_name = {r.info.run_name: r for r in kids}
-    assert len(by_name) == len(kids), f"two runs for one stage: {[r.info.run_name for r in kids]}"
+    assert len(by_name) == len(kids), f"two runs of one name: {[r.info.run_name for r in kids]}"
     return by_name
+
+
+def stage_tags(run) -> dict[str, str]:
+    """The stages a pipeline run ran, as its stage/<name> tags say: {"stage/finetune/demo-pair-1": "FINISHED"}."""
+    return {k: v for k, v in run.data.tags.items() if k.startswith("stage/")}
+
+
+def stage_key(name: str) -> str:
+    """A DVC stage's name as a pipeline run's tag spells it (MLflow keys take no @), written out independently."""
+    return "stage/" + name.replace("@", "/")
 
 
 def lock_stages(project: Path) -> dict[str, Any]:
@@ -169,85 +180,117 @@ def leaves(value: Any, prefix: str = "") -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# `make run` of the tiny demo, then again with another learning rate
+# `make run` of the tiny demo, again with another learning rate, and again with another eval batch size
+
+
+TRIAL = "demo-pair seed1"
 
 
 @dataclass
 class ReproRecord:
     project: Path
     runs_after_first: list
+    runs_after_second: list
     lock_after_first: dict
     metrics_after_first: dict
     history_after_first: list
     model_md5_after_first: str
-    seconds_first: float
+    seconds: list
 
 
-@pytest.fixture(scope="module")
-def two_repros(tmp_path_factory, tiny_model) -> ReproRecord:
-    project = tiny_project(tmp_path_factory.mktemp("tracked") / "repo", tiny_model)
-    start = time.perf_counter()
-    make_run(project)
-    seconds = time.perf_counter() - start
-    record = ReproRecord(
-        project, all_runs(mlflow_client(project)), lock_stages(project),
-        json.loads((project / "reports/metrics.json").read_text()),
-        json.loads((project / "reports/history/demo-pair/seed1.json").read_text()),
-        md5(project / "models/finetuned/demo-pair/seed1/model.safetensors"), seconds)
+def three_repros(folder: Path, tiny_model: Path) -> ReproRecord:
+    """Three `make run`s of one tiny project: as copied; finetune.learning_rate 1e-4 -> 3e-4 (finetune,
+    evaluate, report re-run); evaluate.batch_size 16 -> 8 (baseline, evaluate, report: the model is the
+    second run's). The `repros` fixture (conftest.py): one for the session, here and in test_trials.py."""
     from pipeline.overrides import apply_overrides
 
-    apply_overrides(project / "params.yaml", {"finetune.learning_rate": 3e-4})  # was 1e-4
+    project = tiny_project(folder / "repo", tiny_model)
+    seconds = []
+    start = time.perf_counter()
     make_run(project)
-    return record
+    seconds.append(time.perf_counter() - start)
+    first = (all_runs(mlflow_client(project)), lock_stages(project),
+             json.loads((project / "reports/metrics.json").read_text()),
+             json.loads((project / "reports/history/demo-pair/seed1.json").read_text()),
+             md5(project / "models/finetuned/demo-pair/seed1/model.safetensors"))
+    apply_overrides(project / "params.yaml", {"finetune.learning_rate": 3e-4})  # was 1e-4
+    start = time.perf_counter()
+    make_run(project)
+    seconds.append(time.perf_counter() - start)
+    second = all_runs(mlflow_client(project))
+    apply_overrides(project / "params.yaml", {"evaluate.batch_size": 8})  # was 16
+    start = time.perf_counter()
+    make_run(project)
+    seconds.append(time.perf_counter() - start)
+    return ReproRecord(project, first[0], second, first[1], first[2], first[3], first[4], seconds)
+
+
+def parents_in_order(client) -> list:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([exp.experiment_id], "tags.`bert.run_kind` = 'pipeline'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def head_commit(project: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_make_run_makes_one_pipeline_run_with_a_nested_run_per_stage(two_repros):
-    runs = two_repros.runs_after_first
-    parents = pipeline_runs(runs)
-    assert len(parents) == 1
-    parent = parents[0]
+def test_make_run_makes_one_pipeline_run_with_a_run_per_trial_and_the_stages_folded_in(repros):
+    runs = repros.runs_after_first
+    (parent,) = pipeline_runs(runs)
     kids = children(runs, parent)
-    assert set(kids) == set(two_repros.lock_after_first)  # every stage DVC ran, by DVC's name
-    assert len(runs) == 1 + len(kids)  # nothing else: no run per process or per rank
+    assert list(kids) == [TRIAL] and len(runs) == 2  # no run per stage, process or rank: the trial alone
+    trial = kids[TRIAL]
     assert {r.info.status for r in runs} == {"FINISHED"}
+    assert (trial.data.tags["bert.run_kind"], trial.data.tags["task"], trial.data.tags["seed"]) == \
+        ("trial", "demo-pair", "1")
+    # every stage DVC ran is on the pipeline run, by DVC's name
+    assert stage_tags(parent) == {stage_key(name): "FINISHED" for name in repros.lock_after_first}
     tags = parent.data.tags
     assert tags["command"].endswith("/dvc repro") and tags["exit_code"] == "0"
-    assert tags["stages_run"] == str(len(kids))
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=two_repros.project, capture_output=True,
-                          text=True).stdout.strip()
-    assert parent.data.tags["mlflow.source.git.commit"] == head
-    assert kids["finetune@demo-pair-1"].data.tags["mlflow.source.git.commit"] == head
+    assert tags["stages_run"] == str(len(repros.lock_after_first))
+    head = head_commit(repros.project)
+    assert parent.info.run_name == f"demo-pair | first run | {head[:7]}"
+    assert tags["mlflow.source.git.commit"] == trial.data.tags["mlflow.source.git.commit"] == head
+    experiment = mlflow_client(repros.project).get_experiment_by_name(EXPERIMENT)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # a classic ML experiment
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_params_are_logged_flat_on_the_pipeline_run_and_per_stage(two_repros):
+def test_params_are_logged_flat_on_the_pipeline_run_and_on_the_trial(repros):
     import yaml
 
-    parent = pipeline_runs(two_repros.runs_after_first)[0]
-    kids = children(two_repros.runs_after_first, parent)
+    parent = pipeline_runs(repros.runs_after_first)[0]
     params = parent.data.params
     assert params["finetune.learning_rate"] == "0.0001"
     assert params["finetune.log_every"] == str(LOG_EVERY)
     assert params["data.builtin.train_examples"] == str(TRAIN_EXAMPLES)
     assert json.loads(params["tasks"]) == ["demo-pair"]
-    finetune = kids["finetune@demo-pair-1"].data.params
-    locked = two_repros.lock_after_first["finetune@demo-pair-1"]["params"]["params.yaml"]["finetune"]
-    assert {k.split(".", 1)[1] for k in finetune} == set(locked)
-    assert all(yaml.safe_load(finetune[f"finetune.{k}"]) == v for k, v in locked.items())
+    trial = children(repros.runs_after_first, parent)[TRIAL].data.params
+    locked = repros.lock_after_first["finetune@demo-pair-1"]["params"]["params.yaml"]["finetune"]
+    training = {k.split(".", 1)[1]: v for k, v in trial.items() if k.startswith("finetune.")}
+    assert set(training) == set(locked) and all(yaml.safe_load(training[k]) == v for k, v in locked.items())
+    # the keys that define the trial: its task and seed, and the params of the stages upstream of it
+    assert (trial["task"], trial["seed"], trial["tokenize.max_seq_length"]) == ("demo-pair", "1", "32")
+    assert trial["data.builtin.train_examples"] == str(TRAIN_EXAMPLES)
+    assert trial["model.name"] == params["model.name"]
+    assert not any(k.startswith(("evaluate.", "report.", "tasks", "seeds")) for k in trial)
+    assert {k: params[k] for k in trial if k not in ("task", "seed")} == {k: v for k, v in trial.items()
+                                                                          if k not in ("task", "seed")}
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_loss_history_has_one_point_per_logging_step(two_repros):
-    client = mlflow_client(two_repros.project)
-    parent = pipeline_runs(two_repros.runs_after_first)[0]
-    run = children(two_repros.runs_after_first, parent)["finetune@demo-pair-1"]
+def test_loss_history_has_one_point_per_logging_step_on_the_trial(repros):
+    client = mlflow_client(repros.project)
+    parent = pipeline_runs(repros.runs_after_first)[0]
+    run = children(repros.runs_after_first, parent)[TRIAL]
     total = math.ceil(TRAIN_EXAMPLES / BATCH)  # 1 epoch
     expected_steps = [s for s in range(1, total + 1) if s % LOG_EVERY == 0 or s == total]
-    history = two_repros.history_after_first
+    history = repros.history_after_first
     assert [h["step"] for h in history] == expected_steps == [4, 6]
     for key in ("loss", "learning_rate", "loss_scale", "sequences_per_second"):
         points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
@@ -256,31 +299,33 @@ def test_loss_history_has_one_point_per_logging_step(two_repros):
     tags = run.data.tags
     assert (tags["device"], tags["world_size"], tags["precision"]) == ("cpu", "1", "fp32")
     # DVC -> pipeline.track -> torchrun -> the stage, which re-executed itself with tcmalloc if installed
-    training = json.loads((two_repros.project / "models/finetuned/demo-pair/seed1/training.json").read_text())
+    training = json.loads((repros.project / "models/finetuned/demo-pair/seed1/training.json").read_text())
     assert tags["allocator"] == training["environment"]["allocator"]
     assert tags["allocator"].startswith("libtcmalloc") if find_tcmalloc() else tags["allocator"] == "system"
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_eval_metrics_equal_reports_metrics_json(two_repros):
-    parent = pipeline_runs(two_repros.runs_after_first)[0]
-    kids = children(two_repros.runs_after_first, parent)
-    expected = leaves(two_repros.metrics_after_first)
-    f1 = two_repros.metrics_after_first["demo-pair"]["fine_tuned"]["f1"]["mean"]
-    assert expected["demo-pair.fine_tuned.f1.mean"] == f1
-    assert kids["report"].data.metrics == expected
-    assert {k: parent.data.metrics[k] for k in expected} == expected
-    # the per-run evaluation carries its own numbers (from the evaluate stage's metrics.json)
-    assert kids["evaluate@demo-pair-1"].data.metrics["metrics.f1"] == expected["demo-pair.fine_tuned.f1.per_seed.1"]
+def test_dev_metrics_are_the_trials_and_the_pipeline_run_has_the_reports_summary(repros):
+    parent = pipeline_runs(repros.runs_after_first)[0]
+    trial = children(repros.runs_after_first, parent)[TRIAL]
+    summary = repros.metrics_after_first["demo-pair"]
+    per_seed = {name: stats["per_seed"]["1"] for name, stats in summary["fine_tuned"].items()}
+    assert {k: v for k, v in trial.data.metrics.items() if k.startswith("dev.")} == \
+        {f"dev.{name}": value for name, value in per_seed.items()}
+    # the pipeline run: one figure per task and metric (one seed: no std), not every seed's
+    means = {f"demo-pair.{name}": stats["mean"] for name, stats in summary["fine_tuned"].items()}
+    assert parent.data.metrics == {**means, "demo-pair.untrained.f1": summary["untrained"]["f1"],
+                                   "demo-pair.gain": summary["gain_over_untrained"]}
+    assert leaves(repros.metrics_after_first)["demo-pair.fine_tuned.f1.mean"] == parent.data.metrics["demo-pair.f1"]
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_artifacts_and_dvc_hashes(two_repros, tmp_path):
-    client = mlflow_client(two_repros.project)
-    parent = pipeline_runs(two_repros.runs_after_first)[0]
-    kids = children(two_repros.runs_after_first, parent)
+def test_artifacts_and_dvc_hashes(repros, tmp_path):
+    client = mlflow_client(repros.project)
+    parent = pipeline_runs(repros.runs_after_first)[0]
+    trial = children(repros.runs_after_first, parent)[TRIAL]
 
     def files(run) -> set[str]:
         found, stack = set(), [""]
@@ -289,54 +334,75 @@ def test_artifacts_and_dvc_hashes(two_repros, tmp_path):
                 (stack.append(item.path) if item.is_dir else found.add(item.path))
         return found
 
-    model = "models/finetuned/demo-pair/seed1"
-    assert {f"{model}/model.safetensors", f"{model}/config.json", f"{model}/vocab.txt",
-            "reports/history/demo-pair/seed1.json"} <= files(kids["finetune@demo-pair-1"])
-    assert {"reports/eval/demo-pair/seed1/predictions.json", "reports/eval/demo-pair/seed1/metrics.json"} \
-        <= files(kids["evaluate@demo-pair-1"])
-    report = files(kids["report"])
+    assert files(trial) == {"eval/metrics.json", "eval/predictions.json"}  # the model is an MLflow Model
+    report = files(parent)
     assert {"reports/report.md", "reports/report.html", "reports/metrics.json"} <= report
     assert any(p.startswith("reports/figures/") and p.endswith(".png") for p in report)
-    assert not any(p.startswith("checkpoints/") for p in files(kids["finetune@demo-pair-1"]))
-    assert files(kids["tokenize@demo-pair"]) == set()  # prepared data: recorded by hash, kept by DVC
-    got = Path(client.download_artifacts(kids["finetune@demo-pair-1"].info.run_id,
-                                         f"{model}/model.safetensors", str(tmp_path)))
-    assert md5(got) == two_repros.model_md5_after_first
-    # DVC's hashes of each stage's deps and outs, as dvc.lock recorded them
-    for name, run in kids.items():
-        locked = two_repros.lock_after_first[name]
+    assert not any(p.startswith(("models/", "data/")) for p in report)  # DVC's cache keeps those
+    page = Path(client.download_artifacts(parent.info.run_id, "reports/report.html", str(tmp_path))).read_text()
+    assert 'src="data:image/png;base64,' in page and 'src="figures/' not in page  # MLflow previews it alone
+    # DVC's hashes, as dvc.lock recorded them: the trial's stages on the trial, the others on the pipeline run
+    for name, locked in repros.lock_after_first.items():
+        run = trial if name.startswith(("finetune@", "evaluate@")) else parent
+        code = []
         for kind in ("deps", "outs"):
             for entry in locked.get(kind, []):
-                key = f"dvc.{kind[:-1]}/{entry['path']}"
-                assert run.data.tags.get(key) == entry["md5"], (name, key)
+                if entry["path"].endswith(".py"):
+                    code.append(f"dep/{entry['path']} {entry['md5']}\n")
+                elif not entry["path"].startswith("models/checkpoints/"):  # persistent: not a result
+                    key = f"dvc.{kind[:-1]}/{entry['path']}"
+                    if name.startswith("evaluate@") and entry["path"].startswith("models/finetuned/"):
+                        key = key.replace("dvc.dep/", "dvc.out/")  # the model: its finetune out
+                    assert run.data.tags.get(key) == entry["md5"], (name, key)
+        digest = hashlib.md5("".join(sorted(code)).encode()).hexdigest()
+        assert run.data.tags[f"dvc.code/{name.partition('@')[0]}"] == digest, name
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_two_learning_rates_are_found_and_compared_through_the_api(two_repros):
-    client = mlflow_client(two_repros.project)
+def test_two_learning_rates_are_two_trials_side_by_side(repros):
+    client = mlflow_client(repros.project)
+    first, second, _ = parents_in_order(client)
     exp = client.get_experiment_by_name(EXPERIMENT)
-    parents = client.search_runs([exp.experiment_id], "tags.`bert.run_kind` = 'pipeline'",
-                                 order_by=["params.`finetune.learning_rate` ASC"])
-    assert [p.data.params["finetune.learning_rate"] for p in parents] == ["0.0001", "0.0003"]
-    low, high = parents
-    runs = all_runs(client)
+    trials = client.search_runs([exp.experiment_id], "tags.`bert.run_kind` = 'trial' and tags.task = 'demo-pair'",
+                                order_by=["params.`finetune.learning_rate` ASC", "attributes.start_time ASC"])
+    assert [t.data.params["finetune.learning_rate"] for t in trials] == ["0.0001", "0.0003", "0.0003"]
+    low, high = trials[0], trials[1]
+    assert [low.data.tags["mlflow.parentRunId"], high.data.tags["mlflow.parentRunId"]] == \
+        [first.info.run_id, second.info.run_id]
+    # named for what changed since the last pipeline run and the last trial of the task and seed
+    head = head_commit(repros.project)[:7]
+    assert second.info.run_name == f"demo-pair | finetune.learning_rate=0.0003 | {head}+dirty"
+    assert (low.info.run_name, high.info.run_name) == (TRIAL, f"{TRIAL} | finetune.learning_rate=0.0003")
+    assert json.loads(second.data.tags["bert.changed_params"]) == {"finetune.learning_rate": "0.0003"}
     # the second `dvc repro` re-ran exactly what reads the learning rate
-    assert set(children(runs, high)) == {"finetune@demo-pair-1", "evaluate@demo-pair-1", "report"}
-    found = client.search_runs([exp.experiment_id], "params.`finetune.learning_rate` = '0.0003' and "
-                               "tags.`dvc.stage` = 'finetune@demo-pair-1'")
-    assert len(found) == 1 and found[0].data.tags["mlflow.parentRunId"] == high.info.run_id
-    lr = {}
-    for parent in parents:
-        run = children(runs, parent)["finetune@demo-pair-1"]
-        lr[parent.info.run_id] = sorted(client.get_metric_history(run.info.run_id, "learning_rate"),
-                                        key=lambda m: m.step)
-    a, b = lr[low.info.run_id], lr[high.info.run_id]
-    assert [m.step for m in a] == [m.step for m in b] == [4, 6]
-    for x, y in zip(a, b):  # same schedule, three times the peak
+    assert set(stage_tags(second)) == {stage_key(n) for n in ("finetune@demo-pair-1", "evaluate@demo-pair-1",
+                                                               "report")}
+    assert low.data.tags["bert.trial"] != high.data.tags["bert.trial"]
+    for trial in (low, high):  # each holds its setting and its dev F1: the compare page sets them side by side
+        assert "dev.f1" in trial.data.metrics and "finetune.learning_rate" in trial.data.params
+    lr = [sorted(client.get_metric_history(t.info.run_id, "learning_rate"), key=lambda m: m.step) for t in (low, high)]
+    assert [m.step for m in lr[0]] == [m.step for m in lr[1]] == [4, 6]
+    for x, y in zip(*lr):  # same schedule, three times the peak
         assert y.value == pytest.approx(3 * x.value, rel=1e-9)
-    for parent in parents:  # both carry the report's metrics, so the UI compares them side by side
-        assert "demo-pair.fine_tuned.f1.mean" in parent.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_a_pipeline_run_that_only_re_evaluates_holds_the_trial_it_evaluated(repros):
+    client = mlflow_client(repros.project)
+    _, second, third = parents_in_order(client)
+    assert set(stage_tags(third)) == {stage_key(n) for n in ("baseline@demo-pair", "evaluate@demo-pair-1", "report")}
+    runs = all_runs(client)
+    trained, evaluated = children(runs, second)[f"{TRIAL} | finetune.learning_rate=0.0003"], \
+        children(runs, third)[f"{TRIAL} | same params"]
+    assert evaluated.data.params == trained.data.params  # the setting, from the model's training.json
+    model_tag = "dvc.out/models/finetuned/demo-pair/seed1"
+    for tag in ("bert.trial", model_tag, "device", "world_size", "precision"):
+        assert evaluated.data.tags[tag] == trained.data.tags[tag], tag
+    history = [(m.step, m.value) for m in client.get_metric_history(evaluated.info.run_id, "loss")]
+    assert history == [(m.step, m.value) for m in client.get_metric_history(trained.info.run_id, "loss")]
+    assert "dev.f1" in evaluated.data.metrics and evaluated.outputs.model_outputs  # and its own model record
 
 
 @pytest.mark.xdist_group("tracking")
@@ -395,10 +461,10 @@ def test_a_failing_stage_leaves_the_pipeline_run_failed(tmp_path):
     assert "exited with 3" in err, err[-3000:]
     runs = all_runs(mlflow_client(project))
     (parent,) = pipeline_runs(runs)
-    kids = children(runs, parent)
-    assert len(runs) == 3 and set(kids) == {"first", "second"}
-    assert (parent.info.status, kids["first"].info.status, kids["second"].info.status) == \
-        ("FAILED", "FINISHED", "FAILED")
+    assert len(runs) == 1  # stages that are not fine-tuning trials are folded into the pipeline run
+    assert parent.info.status == "FAILED"
+    assert stage_tags(parent) == {"stage/first": "FINISHED", "stage/second": "FAILED"}
+    assert parent.data.tags["failed_stage"] == "second"
     assert parent.data.tags["exit_code"] != "0" and parent.data.tags["stages_run"] == "2"
 
 
@@ -441,7 +507,8 @@ def test_a_signal_to_the_launcher_fails_the_pipeline_run_and_stops_everything(tm
     def stage_run_started() -> bool:
         try:
             with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
-                return con.execute("select count(*) from runs where name = 'second'").fetchone()[0] == 1
+                return con.execute("select count(*) from tags where key = 'stage/second' and value = 'RUNNING'"
+                                   ).fetchone()[0] == 1
         except sqlite3.Error:
             return False
 
@@ -465,15 +532,14 @@ def test_a_signal_to_the_launcher_fails_the_pipeline_run_and_stops_everything(tm
     assert all(_gone(p.pid) for p in started), [p for p in started if not _gone(p.pid)]
     runs = all_runs(mlflow_client(project))
     (parent,) = pipeline_runs(runs)
-    kids = children(runs, parent)
-    assert parent.info.status == "FAILED"
+    assert parent.info.status == "FAILED" and len(runs) == 1
     assert parent.data.tags["interrupted_by"] == signal.Signals(signum).name
-    assert (kids["first"].info.status, kids["second"].info.status) == ("FINISHED", "KILLED")
+    assert stage_tags(parent) == {"stage/first": "FINISHED", "stage/second": "KILLED"}
     assert not (project / "b.txt").exists()
 
 
-def test_the_pipeline_run_ends_stage_runs_left_running_and_is_never_left_running(tmp_path, monkeypatch):
-    """A stage killed outright cannot end its own run: the pipeline run's owner ends it as KILLED."""
+def test_the_pipeline_run_ends_runs_and_stages_left_running_and_is_never_left_running(tmp_path, monkeypatch):
+    """A stage killed outright cannot end its own record: the pipeline run's owner ends it as KILLED."""
     from pipeline.tracking import PipelineRun
 
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "BERT_TRACKING"):
@@ -486,10 +552,14 @@ def test_the_pipeline_run_ends_stage_runs_left_running_and_is_never_left_running
     done = tracker.create_run("done", {}, parent=owner.run_id)
     tracker.set_status(done, "FINISHED")
     killed = tracker.create_run("killed", {}, parent=owner.run_id)  # never ended by its stage
+    tracker.set_tags(owner.run_id, {"stage/a": "FINISHED", "stage/b": "RUNNING"})  # b's wrapper was killed
     assert owner.close(False, {"exit_code": 137}) is None  # nothing went unlogged
     client = mlflow_client(tmp_path)
     parent = client.get_run(env["MLFLOW_PARENT_RUN_ID"])
     assert (parent.info.status, parent.data.tags["stages_run"], parent.data.tags["exit_code"]) == ("FAILED", "2", "137")
+    assert stage_tags(parent) == {"stage/a": "FINISHED", "stage/b": "KILLED"}
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.info.run_name == "pipeline | first run | no git"
     assert parent.data.params == {"finetune.learning_rate": "0.0001"} and parent.data.tags["command"] == "dvc repro"
     assert (client.get_run(done).info.status, client.get_run(killed).info.status) == ("FINISHED", "KILLED")
     monkeypatch.setenv("BERT_TRACKING", "off")
@@ -518,7 +588,8 @@ def test_flatten_and_numeric_leaves():
 
 
 def test_history_tail_waits_for_whole_lines(tmp_path):
-    from pipeline.track import HistoryTail, history_points
+    from pipeline.stagerun import history_points
+    from pipeline.track import HistoryTail
 
     path = tmp_path / "h.jsonl"
     tail = HistoryTail(path)

@@ -1,0 +1,209 @@
+"""A trial's fine-tuned model logged as an MLflow Model (a pyfunc: text in, labels and probabilities out), its
+bytes stored once.
+
+    model_id = log_trial_model(tracker, run_id, Path("models/finetuned/mrpc/seed42"), kind="pair_classification")
+
+The model is pipeline/serving.py (a "model from code": MLflow runs that file to load it) around the model
+folder (artifact ``model``), with the ``bert`` package shipped beside it (code_paths), so that it serves
+anywhere MLflow and torch are installed: ``mlflow models serve -m models:/bert-<task>@champion``. Its
+signature and input example follow the task's kind (the folder's task entry, bert/tasks/folder.py).
+
+Stored once: the model folder is a DVC out, so DVC's cache holds each of its files already (the evaluate
+stage, which logs the model, runs after DVC has cached the finetune stage's outs). Once MLflow has copied
+the folder into its artifact store, each copied file that DVC's cache holds is replaced by a link to the
+cached file, of a kind DVC's own config allows (``cache.type``: reflink, else hardlink; never a symlink,
+which ``dvc gc`` would leave dangling). The cached files are read-only, and a hardlinked file outlives the
+cache entry it shares bytes with, so ``dvc gc`` and MLflow's garbage collection each stay safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline.tracking import Tracker
+
+SERVING = Path(__file__).with_name("serving.py")
+BERT_PACKAGE = Path(__file__).resolve().parents[1] / "bert"
+MODEL_ARTIFACT = "model"  # the model folder's key among the MLflow Model's artifacts
+SETTINGS = "predict.json"  # the other artifact: {"task", "max_seq_length"} for a folder with no task entry
+REQUIREMENTS = ("torch", "numpy", "safetensors", "tqdm", "pandas", "mlflow")
+FICLONE = 0x40049409  # ioctl: share a file's extents (a reflink), on filesystems that can
+# A kind's word for `bert predict --task` (bert/tasks/folder.py's KIND_WORDS), for a folder with no task entry.
+KIND_WORDS = {"single_classification": "single", "pair_classification": "pair", "regression": "regression",
+              "multi_label_classification": "multi-label", "squad": "qa", "multiple_choice": "multiple-choice"}
+EXAMPLES = {  # one input per kind, as the served model takes it
+    "single_classification": {"text": "a gripping, beautifully shot film"},
+    "pair_classification": {"text": "The cat sat on the mat.", "text_b": "A cat was sitting on the mat."},
+    "regression": {"text": "A man is playing a guitar.", "text_b": "A man plays the guitar."},
+    "multi_label_classification": {"text": "The battery died after two days and support never answered."},
+    "squad": {"question": "Where did the cat sit?", "context": "The cat sat on the mat by the door."},
+    "multiple_choice": {"context": "She opened the umbrella", "choices": ["because it rained.", "to eat it.",
+                                                                           "and flew away.", "under the sea."]},
+}
+
+
+def model_kind(model_dir: Path, fallback: Optional[str]) -> tuple[str, Optional[str]]:
+    """The kind of a fine-tuned folder (TaskKind's value) and the `task` hint its loader needs (None if its
+    config.json has the task entry; else the kind's word, from `fallback`: the evaluate record's kind)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    entry = config.get("task") if isinstance(config, dict) else None
+    if isinstance(entry, dict) and entry.get("kind") in KIND_WORDS:
+        return entry["kind"], None
+    if fallback not in KIND_WORDS:
+        raise ValueError(f"{model_dir}/config.json says no task kind, and none was given")
+    return fallback, KIND_WORDS[fallback]
+
+
+def signature_of(kind: str, pair: bool) -> Any:
+    """The model's signature: its input columns and output columns (pipeline/serving.py's table)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, Map, Object, Property, Schema
+
+    text, number = DataType.string, DataType.double
+    if kind == "squad":
+        inputs = [ColSpec(text, "question"), ColSpec(text, "context")]
+        outputs = [ColSpec(text, "answer"), ColSpec(number, "score")]
+    elif kind == "multiple_choice":
+        inputs = [ColSpec(text, "context"), ColSpec(Array(text), "choices"), ColSpec(text, "prefix", required=False)]
+        outputs = [ColSpec(Object([Property("index", DataType.long), Property("text", text)]), "choice"),
+                   ColSpec(Array(number), "probabilities")]
+    else:
+        inputs = [ColSpec(text, "text"), ColSpec(text, "text_b", required=pair)]
+        if kind == "regression":
+            outputs = [ColSpec(number, "score")]
+        elif kind == "multi_label_classification":
+            outputs = [ColSpec(Array(text), "labels"), ColSpec(Map(number), "probabilities")]
+        else:
+            outputs = [ColSpec(text, "label"), ColSpec(Map(number), "probabilities")]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def requirements() -> list[str]:
+    """The pip requirements of the served model: what bert and pipeline/serving.py import, at the versions here."""
+    found = []
+    for name in REQUIREMENTS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name}=={metadata.version(name).partition('+')[0]}")  # no local label (+cpu)
+    return found
+
+
+def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, kind: Optional[str] = None,
+                    name: str = "model", max_seq_length: Optional[int] = None) -> Optional[str]:
+    """Log a fine-tuned model folder as the trial run's MLflow Model; its files linked to DVC's cache.
+
+    Args:
+        tracker: connected (its failures are counted, never raised).
+        run_id: the trial run.
+        model_dir: the fine-tuned folder (a DVC out, already cached).
+        kind: the task's kind (TaskKind's value), for a folder whose config.json has no task entry.
+        name: the MLflow Model's name.
+        max_seq_length: the tokens per input it was trained with, for a folder with no task entry.
+    Returns:
+        The MLflow Model's id, or None when it could not be logged (said in one line).
+    """
+    if tracker.down is not None or not run_id:
+        return None
+    try:
+        kind, hint = model_kind(model_dir, kind)
+    except ValueError as err:
+        print(f"[{tracker.label}] model not logged: {err}", file=sys.stderr)
+        return None
+
+    def log() -> str:
+        import mlflow
+        import pandas as pd
+        from mlflow.models import Model
+
+        mlflow.set_tracking_uri(tracker.uri)  # Model.log uses the process's tracking URI
+        example = dict(EXAMPLES[kind])
+        pair = kind in ("pair_classification", "regression")
+        if not pair:
+            example.pop("text_b", None)
+        model = tracker.client.create_logged_model(tracker.experiment_id, name=name, source_run_id=run_id,
+                                                   model_type=f"bert-{kind}")
+        with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
+            # how to load the folder (pipeline/serving.py): only a folder without a task entry needs saying
+            settings = Path(tmp, SETTINGS)
+            settings.write_text(json.dumps({"task": hint, "max_seq_length": max_seq_length if hint else None}))
+            Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
+                      python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), "settings": str(settings)},
+                      code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
+                      input_example=pd.DataFrame([example]), pip_requirements=requirements())
+        return model.model_id
+
+    try:  # not through tracker.call: a model that cannot be logged is not a store that is down
+        model_id = log()
+    except Exception as err:
+        print(f"[{tracker.label}] model not logged: {type(err).__name__}: {err}", file=sys.stderr)
+        tracker.unlogged["model"] = tracker.unlogged.get("model", 0) + 1
+        return None
+    if model_id:
+        location = tracker.call("model", lambda: tracker.client.get_logged_model(model_id).artifact_location)
+        if location and location.startswith("file:"):
+            from urllib.parse import unquote, urlparse
+
+            folder = Path(unquote(urlparse(location).path))
+            try:
+                link_to_dvc_cache(tracker.root, folder)
+            except Exception as err:  # the model is logged; only its bytes are stored twice
+                print(f"[{tracker.label}] model files kept as copies: {err}", file=sys.stderr)
+    return model_id
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _reflink(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+
+
+def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
+    """Replace each file under `folder` that DVC's cache holds by a link to the cached file (module docstring).
+
+    Returns:
+        {"linked": bytes now shared with the cache, "copied": bytes left as copies}.
+    """
+    from pipeline.dvcgraph import cache_files
+
+    files = {p: _md5(p) for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    cached, types = cache_files(root, sorted(set(files.values()))) if files else ({}, [])
+    allowed = [t for t in types if t in ("reflink", "hardlink")]
+    done = {"linked": 0, "copied": 0}
+    for path, md5 in files.items():
+        size = path.stat().st_size
+        source = cached.get(md5)
+        if source is None or source.stat().st_size != size or not allowed:
+            done["copied"] += size
+            continue
+        temporary = path.with_name(f".{path.name}.link")
+        for how in allowed:
+            try:
+                temporary.unlink(missing_ok=True)
+                _reflink(source, temporary) if how == "reflink" else os.link(source, temporary)
+            except OSError:
+                continue
+            os.replace(temporary, path)
+            done["linked"] += size
+            break
+        else:
+            temporary.unlink(missing_ok=True)
+            done["copied"] += size
+    return done
