@@ -104,6 +104,13 @@ def test_a_folder_without_metadata_is_one_line_saying_how_to_add_it(tmp_path, mi
         read_task_metadata(minilm_dir, "sentiment")
 
 
+def test_a_pytorch_pretrained_bert_folder_is_named_by_its_bert_config(tmp_path):
+    (tmp_path / "bert_config.json").write_text(json.dumps({"vocab_size": 99, "hidden_size": 32}))
+    with pytest.raises(MissingTaskMetadata, match="bert_config.json: no task entry"):
+        read_task_metadata(tmp_path)
+    assert read_task_metadata(tmp_path, "stsb").kind is TaskKind.REGRESSION
+
+
 def test_an_hf_folder_with_id2label_reads_with_task(tmp_path):
     folder = tiny_folder(tmp_path, TaskKind.SINGLE_CLASSIFICATION, ("neg", "pos"))
     config = json.loads((folder / "config.json").read_text())
