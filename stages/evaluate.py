@@ -26,6 +26,7 @@ import torch
 from bert.data.cache import METADATA, CachedFeatures, pad_collate
 from bert.engine import predict, setup_distributed
 from bert.tasks import TaskKind, TaskSpec
+from bert.tasks.metrics import task_metrics
 from bert.tasks.records import SquadFeatures, SquadResult
 from bert.tasks.squad import load_squad_json
 from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
@@ -70,15 +71,15 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
     ids = (dev.metadata or {}).get("ids") or [str(i) for i in range(len(dev))]
     if spec.kind is TaskKind.REGRESSION:
         pred = logits.view(-1).float().numpy()
-        metrics = _points(spec.compute_metrics(pred, gold))
+        metrics = _points(task_metrics(spec, pred, gold))
         rows = [{"id": i, "label": float(g), "prediction": float(p)} for i, g, p in zip(ids, gold, pred, strict=True)]
         return metrics, {"predictions": rows}
     pred = logits.argmax(-1).numpy()
     k = logits.shape[-1]
     names = list(spec.labels) if spec.labels else [str(c) for c in range(k)]
-    metrics = _points(spec.compute_metrics(pred, gold))
+    metrics = _points(task_metrics(spec, pred, gold))
     majority_class = int(torch.bincount(train_labels.long(), minlength=k).argmax())
-    majority = _points(spec.compute_metrics(np.full_like(gold, majority_class), gold))
+    majority = _points(task_metrics(spec, np.full_like(gold, majority_class), gold))
     probs = torch.softmax(logits.float(), -1).numpy()
     rows = [{"id": i, "label": names[g], "prediction": names[p], "probabilities": [round(float(x), 6) for x in pr]}
             for i, g, p, pr in zip(ids, gold, pred, probs, strict=True)]

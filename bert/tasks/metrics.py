@@ -178,3 +178,19 @@ def multilabel_f1(preds: ArrayLike, labels: ArrayLike, average: str = "micro") -
         per_label = np.divide(2.0 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
         return float(per_label.mean())
     raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
+
+
+def task_metrics(spec, preds: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+    """A task's metrics for GLUE and SWAG (class ids or scores against gold ones).
+
+    Args:
+        spec: the task's bert.tasks.registry.TaskSpec (its kind and metric name are read).
+    Raises:
+        ValueError: a SQuAD task, scored on answer texts instead (bert.tasks.squad_metrics).
+    """
+    kind = getattr(spec.kind, "value", spec.kind)
+    if kind == "squad":
+        raise ValueError(f"{spec.name} is scored with bert.tasks.squad_metrics.evaluate_{spec.metric[-2:]}")
+    if kind == "multiple_choice":
+        return {"acc": accuracy(preds, labels)}
+    return glue_metrics(spec.metric, preds, labels)

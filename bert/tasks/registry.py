@@ -24,7 +24,6 @@ from enum import Enum
 from typing import Optional, Union
 
 from bert.tasks import glue
-from bert.tasks.metrics import accuracy, glue_metrics
 from bert.tasks.squad import SQUAD1, SQUAD2, SquadProcessor
 from bert.tasks.swag import NUM_CHOICES, SWAG, SwagProcessor
 
@@ -51,7 +50,8 @@ class TaskSpec:
         name: the task's name in params.yaml.
         kind: decides the model head and the feature converter.
         processor: reads the task's files (``get_examples(data_dir, split)``).
-        metric: "acc", "acc_and_f1", "mcc", "pearson_and_spearman", "squad_v1" or "squad_v2".
+        metric: "acc", "acc_and_f1", "mcc", "pearson_and_spearman", "squad_v1" or "squad_v2" (computed by
+            bert.tasks.metrics.task_metrics, which only evaluation imports).
         num_labels: classes; 1 for regression; 2 (start, end) for SQuAD; choices for SWAG.
     """
 
@@ -65,17 +65,6 @@ class TaskSpec:
     def labels(self) -> Optional[tuple[str, ...]]:
         """The label strings in id order (GLUE classification), else None."""
         return getattr(self.processor, "labels", None)
-
-    def compute_metrics(self, preds, labels) -> dict[str, float]:
-        """The task's metrics for GLUE and SWAG (class ids or scores against gold ones).
-
-        SQuAD is scored on answer texts instead: bert.tasks.squad_metrics.evaluate_v1 / evaluate_v2.
-        """
-        if self.kind is TaskKind.SQUAD:
-            raise ValueError(f"{self.name} is scored with bert.tasks.squad_metrics.evaluate_{self.metric[-2:]}")
-        if self.kind is TaskKind.MULTIPLE_CHOICE:
-            return {"acc": accuracy(preds, labels)}
-        return glue_metrics(self.metric, preds, labels)
 
 
 def _glue(processor: glue.GlueProcessor, kind: TaskKind, metric: str) -> TaskSpec:
