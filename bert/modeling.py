@@ -29,20 +29,9 @@ from bert.model.activations import ACT2FN, activation, gelu, swish  # noqa: F401
 from bert.model.config import BertConfig
 from bert.model.dropout import Dropout
 from bert.model.losses import cross_entropy, masked_lm_loss, may_skip_padding, sequence_classification_loss
-from bert.model.outputs import (
-    BertModelOutput,
-    BertModelOutputWithAttentions,
-    PreTrainingLogits,
-    QuestionAnsweringLogits,
-)
-from bert.model.plan import (
-    IGNORED_LABELS,
-    EncoderPlan,
-    Packing,
-    as_plan,
-    check_inputs,
-    make_plan,
-)
+from bert.model.outputs import (BertModelOutput, BertModelOutputWithAttentions, PreTrainingLogits,
+                                QuestionAnsweringLogits)
+from bert.model.plan import IGNORED_LABELS, EncoderPlan, Packing, as_plan, check_inputs, make_plan
 from bert.model.pretrained import PreTrainedBertMixin
 from bert.model.weights import BERT_CONFIG_NAME, TF_WEIGHTS_NAME  # noqa: F401 (the original's names here)
 
@@ -263,8 +252,7 @@ class BertModel(BertPreTrainedModel):
     output_all_encoded_layers (the default, as pytorch-pretrained-bert), else the last layer only; with
     output_attentions, a third field holds each layer's attention probabilities.
 
-    A row whose attention mask is all zeros attends to every position, as the original's additive mask
-    makes it do (its -10000 shifts every score of the row alike).
+    A row whose mask is all zeros attends everywhere, as the original's additive -10000 mask makes it do.
     """
 
     def __init__(self, config: BertConfig):
