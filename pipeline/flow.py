@@ -50,6 +50,7 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from pipeline.dvcgraph import StageSpec, load_pipeline  # noqa: E402
 from pipeline.overrides import apply_overrides, parse_assignment  # noqa: E402
+from pipeline.params_check import check_project  # noqa: E402
 from pipeline.tracking import PipelineRun  # noqa: E402
 
 KILL_GRACE_S = 10.0
@@ -201,6 +202,7 @@ def pipeline_flow(params: Optional[dict[str, Any]] = None, stages: Optional[list
     changed = apply_overrides(root / "params.yaml", params or {})
     for key, (old, new) in changed.items():
         log.info("params.yaml: %s = %r (was %r)", key, new, old)
+    check_project(root)  # before DVC reads it: one line naming the file and key (pipeline.params_check)
     specs = select(load_pipeline(root), stages)
     owner = PipelineRun(root, "mlflow flow", tags={"prefect.flow_run_id": str(flow_run.get_id() or "")})
     extra = owner.open() if track else {}

@@ -17,8 +17,9 @@ or the pipeline run itself for the stages that prepare data or summarise), is pi
 
 The exit status is the stage's. ``BERT_TRACKING=off`` runs the stage untracked.
 
-With ``--pipeline`` the command (``dvc repro`` and its arguments) runs under one pipeline run
-(pipeline.tracking.PipelineRun), created before it starts and handed to its stages in
+With ``--pipeline`` the params files are checked first (pipeline.params_check, in a process of its own: a
+problem is one line, exit 1, and nothing runs); then the command (``dvc repro`` and its arguments) runs under
+one pipeline run (pipeline.tracking.PipelineRun), created before it starts and handed to its stages in
 ``MLFLOW_PARENT_RUN_ID``; it ends FINISHED when the command exits 0, FAILED otherwise. The command runs
 in a process group of its own, and SIGINT, SIGTERM or SIGHUP sent to this process go to that whole
 group, as a terminal's Ctrl-C would: DVC alone would not stop the stage (it ignores SIGINT while a
@@ -179,6 +180,10 @@ def run_pipeline(cmd: list[str], root: Path) -> int:
     Returns:
         The command's exit status; 128 + N when signal N interrupted it.
     """
+    # params.yaml first, whole: DVC meets some mistakes only in its own words (pipeline.params_check)
+    checked = subprocess.run([sys.executable, "-m", "pipeline.params_check"], cwd=root, stdin=subprocess.DEVNULL)
+    if checked.returncode != 0:  # it said what is wrong in one line; nothing ran
+        return checked.returncode
     signals = _GroupSignals()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signals)

@@ -265,16 +265,17 @@ class Tracker:
 
 
 def read_params(root: Path) -> dict[str, Any]:
-    """params.yaml flattened to dotted keys ({} when it is missing or unreadable: tracking is best effort)."""
-    from ruamel.yaml import YAML  # YAML 1.2, as DVC reads params (PyYAML reads 5e-5 as text)
-    from ruamel.yaml.error import YAMLError
+    """params.yaml flattened to dotted keys ({} when it is missing or unreadable: tracking is best effort).
 
-    path = root / "params.yaml"
+    Read as the stages read it (YAML 1.2, as DVC; PyYAML reads 5e-5 as text), so that an alias bomb is refused
+    rather than flattened into billions of keys.
+    """
+    from stages._lib.params import ParamsError, read_params_file
+
     try:
-        values = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
-    except (OSError, YAMLError):
+        return flatten(read_params_file(root / "params.yaml"))
+    except ParamsError:
         return {}
-    return flatten(values) if isinstance(values, dict) else {}
 
 
 def changed_params(previous: Optional[dict[str, str]], params: dict[str, Any]) -> Optional[dict[str, str]]:

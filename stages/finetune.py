@@ -27,6 +27,7 @@ import torch
 from bert.data.cache import pad_collate
 from bert.engine import DistContext, FitResult
 from bert.io.fingerprint import fingerprint
+from bert.io.settings import SettingError, check_value, seed_range
 from stages._lib.common import load_features, require_input
 from stages._lib.tasks import get_task, head_for
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
@@ -53,6 +54,10 @@ class Finetune(TrainingStage):
         parser.add_argument("--features", required=True, type=Path, help="the task's feature folder (stage tokenize)")
 
     def prepare(self, args: argparse.Namespace, params: FinetuneParams, ctx: DistContext) -> Run:
+        try:
+            check_value(int, seed_range(), args.seed, "--seed")
+        except SettingError as err:
+            raise ValueError(f"{err} (the run's seed: an entry of params.yaml's seeds)") from None
         spec = get_task(args.task)
         require_input(args.model / "config.json", "convert", "pretrained model")
         train = load_features(args.features / "train", args.model)

@@ -87,7 +87,7 @@ def test_dvc_reads_the_same_values(tmp_path):
     ("resume", "yes", "finetune.resume: expected true or false, got 'yes' (str)"),
     ("group_by_length", "on", "finetune.group_by_length: expected true or false, got 'on' (str)"),
     ("learning_rate", "5e-5", None),
-    ("nproc", "010", None),
+    ("log_every", "010", None),
 ])
 def test_yaml_12_scalars_reach_the_stage_as_dvc_reads_them(tmp_path, key, text, expected):
     path = tmp_path / "params.yaml"
@@ -98,7 +98,7 @@ def test_yaml_12_scalars_reach_the_stage_as_dvc_reads_them(tmp_path, key, text, 
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if expected is None:
         params = load_section("finetune", finetune.FinetuneParams, path)
-        assert {"learning_rate": 5e-5, "nproc": 10}[key] == getattr(params, key)
+        assert {"learning_rate": 5e-5, "log_every": 10}[key] == getattr(params, key)
         return
     with pytest.raises(ParamsError) as err:
         load_section("finetune", finetune.FinetuneParams, path)

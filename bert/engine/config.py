@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bert.engine.precision import PRECISIONS
-from bert.io.settings import SettingError, above, at_least, check_fields, one_of, proportion
+from bert.io.settings import SettingError, above, at_least, check_fields, one_of, proportion, seed_range
 from bert.optim.schedules import SCHEDULES
 
 OPTIMIZERS = ("bertadam", "adamw", "lamb")
@@ -47,7 +47,7 @@ class TrainConfig:
     loss_scale: float = field(default=0.0, metadata=at_least(0))
     optimizer: str = field(default="bertadam", metadata=one_of(*OPTIMIZERS))
     schedule: str = field(default="warmup_linear", metadata=one_of(*(name for name in SCHEDULES if name)))
-    seed: int = field(default=42, metadata=at_least(0))
+    seed: int = field(default=42, metadata=seed_range())
     log_every: int = field(default=10, metadata=at_least(1))
     checkpoint_every: int = field(default=0, metadata=at_least(0))
     resume: bool = True

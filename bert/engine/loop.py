@@ -85,6 +85,9 @@ class Trainer:
         self.per_device_batch = cfg.per_device_batch_size(ctx.world_size)
         self.num_items = len(dataset)  # type: ignore[arg-type]
         self.steps_per_epoch, self.total_steps = cfg.steps(max(self.num_items, 1))
+        if self.total_steps < 1:
+            raise ValueError(f"TrainConfig.epochs: {cfg.epochs:g} epochs of {self.num_items} items in batches of "
+                             f"{cfg.global_batch_size} is no optimizer step; expected at least one")
         self.sampler = DistributedLengthGroupedSampler(
             self.num_items, cfg.global_batch_size, cfg.grad_accum_steps, ctx.world_size, ctx.rank,
             cfg.seed, lengths, cfg.group_by_length)

@@ -53,6 +53,11 @@ def one_of(*choices: Any) -> dict[str, Any]:
     return {"choices": choices}
 
 
+def seed_range() -> dict[str, Any]:
+    """What seeds a run: python's, numpy's (at most 2**32 - 1) and torch's generators alike."""
+    return between(0, 2**32 - 1)
+
+
 def check_fields(settings: Any) -> None:
     """Check every field of a settings dataclass instance (call it from ``__post_init__``).
 

@@ -29,10 +29,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from bert.io.settings import SettingError, check_value
+from bert.io.settings import SettingError, check_value, seed_range
 
 DEFAULT_PARAMS = Path("params.yaml")
 DEFAULT_PRETRAIN_PARAMS = Path("pretrain") / "params.yaml"
+MAX_VALUES = 100_000  # values a params file may expand to, each alias counted as often as it is used
 T = TypeVar("T")
 
 
@@ -52,8 +53,9 @@ def read_params_file(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]
     """Parse a params file as DVC does (YAML 1.2).
 
     Raises:
-        ParamsError: the file is missing, not UTF-8, not YAML, has a key written twice in one mapping
-            or is not a mapping at the top; one line naming the file and line.
+        ParamsError: the file is missing, not UTF-8, not YAML, has a key written twice in one mapping,
+            expands (through aliases) to more than MAX_VALUES values or into itself, or is not a mapping at
+            the top; one line naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,7 +70,7 @@ def read_params_file(path: str | os.PathLike = DEFAULT_PARAMS) -> dict[str, Any]
     try:
         node = yaml.compose(text)
         if node is not None:
-            _refuse_repeated_keys(node, "", path)
+            _check_nodes(node, path)
         values = yaml.load(text)
     except MarkedYAMLError as err:
         raise ParamsError(f"{path}: {_yaml_error_line(err)}") from None
@@ -89,21 +91,61 @@ def _yaml_error_line(err: MarkedYAMLError) -> str:
     return f"{where}not valid YAML ({err.problem or err.context}{began})"
 
 
-def _refuse_repeated_keys(node: Node, prefix: str, path: Path) -> None:
-    """A key written twice is refused with its dotted name and line (DVC refuses it too, less precisely)."""
+def _check_nodes(root: Node, path: Path) -> None:
+    """Every node of the composed file once (an alias is a node met again, not a copy of one): a key written
+    twice in a mapping is refused with its dotted name and line (DVC refuses it too, less precisely), and so is
+    a file whose aliases expand it past MAX_VALUES values (an alias bomb: each reader that walks the values,
+    DVC's included, would take hours) or into itself."""
+    size: dict[int, int] = {}  # id(node) -> the values it expands to
+    stack: list[tuple[Node, str, bool]] = [(root, "", False)]
+    open_nodes: set[int] = set()  # on the path from the root: met again below itself, a node contains itself
+    while stack:
+        node, where, expanded = stack.pop()
+        if id(node) in size:
+            continue
+        children = _children(node, where)
+        if not expanded:
+            if id(node) in open_nodes:
+                raise ParamsError(f"{path}: line {node.start_mark.line + 1}: {where or 'the file'} contains itself "
+                                  "(an alias of a node inside that node)")
+            open_nodes.add(id(node))
+            if isinstance(node, MappingNode):
+                _refuse_repeated_keys(node, where, path)
+            stack.append((node, where, True))
+            stack.extend((child, name, False) for child, name in children if id(child) not in size)
+            continue
+        open_nodes.discard(id(node))
+        size[id(node)] = 1 + sum(size[id(child)] for child, _ in children)
+        if size[id(node)] > MAX_VALUES:
+            reached = where or "the file"
+            raise ParamsError(f"{path}: line {node.start_mark.line + 1}: the value there (reached as {reached}) expands "
+                              f"to more than {MAX_VALUES} values through its aliases: a YAML alias bomb? Write the "
+                              "values out, or alias fewer")
+
+
+def _children(node: Node, where: str) -> list[tuple[Node, str]]:
+    """A node's children and their dotted names (a mapping's values, and its keys when they are not scalars)."""
     if isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            _refuse_repeated_keys(item, f"{prefix}[{i}]", path)
-    if not isinstance(node, MappingNode):
-        return
+        return [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+    found: list[tuple[Node, str]] = []
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            label = key.value if isinstance(key, ScalarNode) else "?"
+            name = f"{where}.{label}" if where else str(label)
+            if not isinstance(key, ScalarNode):
+                found.append((key, name))
+            found.append((value, name))
+    return found
+
+
+def _refuse_repeated_keys(node: MappingNode, where: str, path: Path) -> None:
     seen = set()
-    for key_node, value_node in node.value:
-        key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+    for key_node, _ in node.value:
         if isinstance(key_node, ScalarNode):
             if key_node.value in seen:
+                key = f"{where}.{key_node.value}" if where else str(key_node.value)
                 raise ParamsError(f"{path}: line {key_node.start_mark.line + 1}: key {key} is written twice")
             seen.add(key_node.value)
-        _refuse_repeated_keys(value_node, key, path)
 
 
 def load_section(section: str, cls: type[T], path: str | os.PathLike = DEFAULT_PARAMS) -> T:
@@ -125,7 +167,7 @@ def load_section(section: str, cls: type[T], path: str | os.PathLike = DEFAULT_P
 
 
 def load_matrix(path: str | os.PathLike = DEFAULT_PARAMS) -> RunMatrix:
-    """Read the top-level ``tasks`` and ``seeds`` lists (non-empty, no repeats)."""
+    """Read the top-level ``tasks`` and ``seeds`` lists (non-empty, no repeats, seeds that seed a run)."""
     values = read_params_file(path)
     matrix = build(RunMatrix, {k: values.get(k) for k in ("tasks", "seeds")}, "", path)
     for key in ("tasks", "seeds"):
@@ -133,7 +175,13 @@ def load_matrix(path: str | os.PathLike = DEFAULT_PARAMS) -> RunMatrix:
         if not items:
             raise ParamsError(f"{path}: {key}: expected a non-empty list")
         if len(set(items)) != len(items):
-            raise ParamsError(f"{path}: {key}: repeated entries in {items}")
+            repeated = sorted({str(item) for item in items if items.count(item) > 1})
+            raise ParamsError(f"{path}: {key}: repeated entries in {items} ({', '.join(repeated)}): each runs once")
+    for i, seed in enumerate(matrix.seeds):
+        try:
+            check_value(int, seed_range(), seed, f"seeds[{i}]")
+        except SettingError as err:
+            raise ParamsError(f"{path}: {err}") from None
     return matrix
 
 

@@ -190,6 +190,7 @@ class TrainingStage:
                 check_work_dir(args.work, self.name)  # before the model and data are loaded: fail fast
                 check_replaceable(args.out, (*MODEL_FILES, self.summary_name))  # atomic_outputs checks it again
             run = self.prepare(args, params, ctx)
+            check_steps(self.name, run, args.params)
             if ctx.world_size != params.nproc:
                 logger.warning("running on %d processes; params say %s.nproc %d", ctx.world_size, self.name,
                                params.nproc)
@@ -205,6 +206,20 @@ class TrainingStage:
                 shutil.rmtree(args.work / CHECKPOINTS, ignore_errors=True)  # the run is complete
                 logger.info("%s", outputs.message)
         ctx.barrier()
+
+
+def check_steps(section: str, run: Run, path: os.PathLike | str) -> None:
+    """Refuse a run of no optimizer step (epochs so small that not one global batch is trained on).
+
+    Raises:
+        ParamsError: naming the params file, the section's epochs, the examples and the batch size.
+    """
+    examples = len(run.dataset)  # type: ignore[arg-type]
+    per_epoch, total = run.config.steps(max(examples, 1))
+    if total < 1:
+        raise ParamsError(f"{path}: {section}.epochs: {run.config.epochs:g} epochs of {examples} examples in global "
+                          f"batches of {run.config.global_batch_size} ({per_epoch} steps per epoch) is no optimizer "
+                          "step; expected at least one")
 
 
 def machine_capacity() -> tuple[int, str]:

@@ -1,0 +1,110 @@
+"""params.yaml checked whole before DVC reads it: what `make run`, `make pretrain` and the flow do first.
+
+    python -m pipeline.params_check [--root DIR]     # exit 0, or 1 and one line naming the file and the key
+
+DVC expands dvc.yaml's foreach and matrix from params.yaml before any stage runs, and some mistakes only it
+meets, in its own words: ``seeds: 42`` is "unexpected error - 'Value' object is not iterable", two unknown
+keys of different types (``1:`` and ``foo:``) a TypeError, an alias bomb a hang; a repeated task was refused
+only by the report, after all the training. Here each pipeline's params file is read as its stages read
+it (stages._lib.params: YAML 1.2, repeated keys, aliases bounded), every section by its stage's dataclass,
+no top-level key unknown, the matrix (lists, known tasks, no repeats, seeds in range) and the training
+sections against this machine (processes, and a global batch they can share), before anything runs.
+
+This runs in a process of its own (pipeline.track starts it): it imports every stage, and what pipeline.track
+imports is in every stage's dvc.yaml deps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+logger = logging.getLogger("pipeline.params_check")
+
+# Each pipeline's params file (relative to the repo root, beside its dvc.yaml) -> section -> (stage module, class).
+# tests/test_reliability_pipeline_params.py checks that it covers every section dvc.yaml declares.
+PIPELINES = {
+    "params.yaml": {
+        "model": ("stages.convert", "ModelParams"),
+        "data": ("stages.download", "DataParams"),
+        "tokenize": ("stages.tokenize", "TokenizeParams"),
+        "finetune": ("stages.finetune", "FinetuneParams"),
+        "evaluate": ("stages.evaluate", "EvaluateParams"),
+        "report": ("stages.report", "ReportParams"),
+    },
+    "pretrain/params.yaml": {
+        "model": ("stages.convert", "ModelParams"),
+        "corpus": ("stages.builtin_corpus", "CorpusParams"),
+        "instances": ("stages.pretrain_data", "InstancesParams"),
+        "pretrain": ("stages.pretrain", "PretrainParams"),
+    },
+}
+MATRIX_FILE = "params.yaml"  # the file whose tasks x seeds dvc.yaml's foreach and matrix expand
+MATRIX_KEYS = ("tasks", "seeds")
+TRAINING_SECTIONS = ("finetune", "pretrain")  # checked against this machine too (stages._lib.training.check_launch)
+
+
+def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: bool) -> None:
+    """Check one pipeline's params file.
+
+    Raises:
+        ParamsError: the first problem, one line naming the file and the dotted key.
+    """
+    from stages._lib.params import ParamsError, build, load_matrix, read_params_file
+    from stages._lib.tasks import get_task
+    from stages._lib.training import check_launch
+
+    values = read_params_file(path)
+    known = [*sections, *(MATRIX_KEYS if matrix else ())]
+    unknown = sorted((key for key in values if key not in known), key=str)
+    if unknown:
+        raise ParamsError(f"{path}: unknown key {unknown[0]} (known keys of the top level: {', '.join(known)})")
+    if matrix:
+        for i, task in enumerate(load_matrix(path).tasks):
+            try:
+                get_task(task)
+            except ValueError as err:
+                raise ParamsError(f"{path}: tasks[{i}]: {err}") from None
+    for section, (module, name) in sections.items():
+        if section not in values:
+            raise ParamsError(f"{path}: section {section!r} is missing")
+        params = build(getattr(importlib.import_module(module), name), values[section], section, path)
+        if section in TRAINING_SECTIONS:
+            check_launch(section, params, params.nproc, path)
+
+
+def check_project(root: Path) -> None:
+    """Check the params file of every pipeline of this project under `root`.
+
+    DVC reads every dvc.yaml of a repo whichever it reproduces, so every pipeline's params are checked: those
+    whose dvc.yaml runs this project's stages (another project's pipeline, or none, is left to DVC).
+    """
+    for rel, sections in PIPELINES.items():
+        path = root / rel
+        dvcfile = path.parent / "dvc.yaml"
+        if dvcfile.is_file() and "-m stages." in dvcfile.read_text(encoding="utf-8", errors="replace"):
+            check_params_file(path, sections, matrix=rel == MATRIX_FILE)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """CLI entry point; returns the exit status (0: every params file is fine)."""
+    from stages._lib.common import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.params_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("."), help="the repo root (default: here)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        check_project(args.root)
+    except ValueError as err:
+        logger.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
