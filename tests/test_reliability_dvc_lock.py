@@ -109,3 +109,26 @@ def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_d
         rec["lost"] = len(damaged)
         assert set(lock["stages"]) >= ran and status.returncode == 0, status.stdout + status.stderr
         assert not damaged, damaged
+
+
+def test_an_output_edited_in_place_never_changes_dvcs_cache(tmp_path):
+    """The repo's cache link types: a hard link (or symlink) into the cache would let an in-place edit of an
+    output (as root, past the cache's read-only bits) rewrite the cached object under its old hash."""
+    import configparser
+
+    with tally(FAULT, "an output edited in place (as root) under the repo's .dvc/config cache.type") as rec:
+        config = configparser.ConfigParser()
+        config.read(Path(__file__).resolve().parents[1] / ".dvc" / "config")
+        types = config["cache"]["type"].strip('"')
+        assert _dvc(tmp_path, "init", "--no-scm", "-q").returncode == 0
+        assert _dvc(tmp_path, "config", "cache.type", types).returncode == 0
+        (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {
+            "cmd": "printf hello > out.txt", "outs": ["out.txt"]}}}))
+        done = _dvc(tmp_path, "repro", "-q")
+        assert done.returncode == 0, done.stdout + done.stderr
+        with open(tmp_path / "out.txt", "r+b") as out:  # root writes through the cache's read-only bits
+            out.write(b"HELLO")
+        (cached,) = [p for p in (tmp_path / ".dvc" / "cache").rglob("*") if p.is_file()]
+        rec["lost"] = int(cached.read_bytes() != b"hello")
+        assert rec["lost"] == 0, f"the cache object of 'hello' now holds {cached.read_bytes()!r} (cache.type {types})"
+        assert "modified" in _dvc(tmp_path, "status").stdout
