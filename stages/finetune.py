@@ -5,8 +5,9 @@
         --out models/finetuned/demo-pair/seed1 --history reports/history/demo-pair/seed1.json \
         --work models/checkpoints/demo-pair/seed1
 
-Also runs as ``python -m stages.finetune ...`` (one process) and under the old
-``python -m torch.distributed.launch``. Rank 0 writes the fine-tuned model folder (config.json,
+dvc.yaml runs it through ``python -m bert.engine.launch`` (torchrun, asking ``preflight`` first); it also runs
+as ``python -m stages.finetune ...`` (one process) and under the old ``python -m torch.distributed.launch``.
+Rank 0 writes the fine-tuned model folder (config.json,
 model.safetensors, vocab.txt, training.json) and the per-step training history (a JSON list, one
 point per ``log_every`` optimizer steps, read by ``dvc plots``); resumable checkpoints live under
 ``--work`` and are dropped once the run has finished. The steps every training stage shares are

@@ -4,6 +4,7 @@
         --model pretrain/data/model --instances pretrain/data/instances --out pretrain/model \\
         --metrics pretrain/reports/metrics.json --history pretrain/reports/history.json --work pretrain/work
 
+(pretrain/dvc.yaml runs it through ``python -m bert.engine.launch``: torchrun, asking ``preflight`` first.)
 ``BertForPreTraining`` from the model folder (a checkpoint without pre-training heads, such as the
 packaged MiniLM, gets them newly initialised: the log and metrics.json list them) is trained with
 the engine (DDP, fp16/bf16, accumulation, resumable checkpoints under --work). Rank 0 measures masked

@@ -276,24 +276,16 @@ def test_dvc_reruns_exactly_the_stages_that_execute_a_changed_file(reproduced, r
     assert direct <= onward
 
 
-def _not_yet(chain: str):
-    """A strict xfail: the stages' imports still reach the file (`python -m pipeline.deps why STAGE FILE`)."""
-    return pytest.mark.xfail(strict=True, reason=f"{chain}; when an import is narrowed and this passes, drop the mark")
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("dvc")
 @pytest.mark.parametrize("changed, expected", [
     ("bert/optimization.py", {"finetune", "evaluate", "report"}),
-    pytest.param("bert/tasks/metrics.py", {"evaluate", "baseline", "report"}, marks=_not_yet(
-        "download, tokenize and finetune run bert/tasks/registry.py (via stages/tasks.py or bert.tasks), which "
-        "imports bert/tasks/metrics.py")),
+    ("bert/tasks/metrics.py", {"evaluate", "baseline", "report"}),
     ("bert/tokenization.py", {"tokenize", "finetune", "baseline", "evaluate", "report"}),
 ])
 def test_a_library_change_reruns_only_the_stages_that_use_it(reruns, changed, expected):
     """The issue's claims: the optimizer is finetune's, a metric the evaluation's, the tokenizer tokenize's
-    (each with everything downstream). Strict xfail while the stages' imports reach further: when an
-    import is narrowed and a case passes, remove its mark."""
+    (each with everything downstream)."""
     assert reruns[changed][1] == {ITEMS[s] for s in expected}
 
 
