@@ -15,7 +15,8 @@ as MLflow metrics at its step. What the record holds, and where it goes (a fine-
 or the pipeline run itself for the stages that prepare data or summarise), is pipeline.stagerun's.
 ``BERT_MLFLOW_ARTIFACTS=off`` logs no files.
 
-The exit status is the stage's. ``BERT_TRACKING=off`` runs the stage untracked.
+The exit status is the stage's. ``BERT_TRACKING=off`` runs the stage untracked. A stage command's
+``python`` is this interpreter (dvc.yaml starts the wrapper with bin/python: the project's, whatever PATH says).
 
 With ``--pipeline`` the params files are checked first (pipeline.params_check, in a process of its own: a
 problem is one line, exit 1, and nothing runs); then the command (``dvc repro`` and its arguments) runs under
@@ -237,6 +238,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("no command after --")
     if args.pipeline:
         return run_pipeline(cmd, project_root())
+    if cmd[0] in ("python", "python3"):  # the stage runs on this interpreter, the one bin/python chose
+        cmd[0] = sys.executable
     stage = args.stage or os.environ.get("DVC_STAGE")
     if tracking_off() or not stage:
         if not stage:

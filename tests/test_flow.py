@@ -82,8 +82,8 @@ def flow_runs(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("flow")
     project = tiny_project(root / "repo", tiny_model)
     dvc_yaml = (project / "dvc.yaml").read_text()
-    flaky = dvc_yaml.replace("python -m pipeline.track --\n      python -m stages.report",
-                             FAIL_ONCE + "python -m pipeline.track --\n      python -m stages.report")
+    flaky = dvc_yaml.replace("bin/python -m pipeline.track --\n      python -m stages.report",
+                             FAIL_ONCE + "bin/python -m pipeline.track --\n      python -m stages.report")
     assert flaky != dvc_yaml
     plan = [
         {"kwargs": {"retries": 0}},
