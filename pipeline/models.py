@@ -11,9 +11,13 @@ signature and input example follow the task's kind (the folder's task entry, ber
 Stored once: the model folder is a DVC out, so DVC's cache holds each of its files already (the evaluate
 stage, which logs the model, runs after DVC has cached the finetune stage's outs). Once MLflow has copied
 the folder into its artifact store, each copied file that DVC's cache holds is replaced by a link to the
-cached file, of a kind DVC's own config allows (``cache.type``: reflink, else hardlink; never a symlink,
-which ``dvc gc`` would leave dangling). The cached files are read-only, and a hardlinked file outlives the
-cache entry it shares bytes with, so ``dvc gc`` and MLflow's garbage collection each stay safe.
+cached file: a reflink where the file system makes them (btrfs, XFS: bytes shared copy-on-write), else a
+hard link to the read-only (0444) cache object; never a symlink, which ``dvc gc`` would leave dangling.
+A hard-linked file outlives the cache entry it shares bytes with, so ``dvc gc`` and MLflow's garbage
+collection each stay safe. DVC's own outputs stay copies (``.dvc/config``: ``cache.type = reflink,copy``):
+those are the files users edit in place, and through a hard link such an edit rewrote the cached object
+(M12). The logged files are nobody's work folder; the loader (pipeline/serving.py) still checks each
+against the sha256 recorded here when the model was logged, and refuses a model whose file changed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from bert.io.fingerprint import file_digests
 from pipeline.tracking import Tracker
 
 SERVING = Path(__file__).with_name("serving.py")
@@ -136,7 +141,8 @@ def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, ki
         with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
             # how to load the folder (pipeline/serving.py): only a folder without a task entry needs saying
             settings = Path(tmp, SETTINGS)
-            settings.write_text(json.dumps({"task": hint, "max_seq_length": max_seq_length if hint else None}))
+            settings.write_text(json.dumps({"task": hint, "max_seq_length": max_seq_length if hint else None,
+                                            "sha256": file_digests(model_dir)}))  # checked on load
             Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
                       python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), "settings": str(settings)},
                       code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
@@ -184,17 +190,18 @@ def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
     from pipeline.dvcgraph import cache_files
 
     files = {p: _md5(p) for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
-    cached, types = cache_files(root, sorted(set(files.values()))) if files else ({}, [])
-    allowed = [t for t in types if t in ("reflink", "hardlink")]
+    cached, _ = cache_files(root, sorted(set(files.values()))) if files else ({}, [])
     done = {"linked": 0, "copied": 0}
     for path, md5 in files.items():
         size = path.stat().st_size
         source = cached.get(md5)
-        if source is None or source.stat().st_size != size or not allowed:
+        if source is None or source.stat().st_size != size:
             done["copied"] += size
             continue
+        # a hard link only to a read-only object: the logged file must not be a way to edit DVC's cache
+        ways = ["reflink"] + (["hardlink"] if not source.stat().st_mode & 0o222 else [])
         temporary = path.with_name(f".{path.name}.link")
-        for how in allowed:
+        for how in ways:
             try:
                 temporary.unlink(missing_ok=True)
                 _reflink(source, temporary) if how == "reflink" else os.link(source, temporary)

@@ -60,6 +60,21 @@ def to_inputs(frame: pd.DataFrame, kind: str) -> list:
     return [TextInput(i, str(a), _text(b)) for i, a, b in zip(ids, column("text"), pairs)]
 
 
+def verify_model_files(folder: Path, digests: dict[str, str] | None) -> None:
+    """Refuse a model folder whose files are not those logged (their sha256 in the settings artifact).
+
+    The logged files are links to DVC's cache (pipeline/models.py): one edited in place would change both.
+    Raises:
+        ValueError: one line naming the changed or missing files.
+    """
+    from bert.io.fingerprint import changed_files
+
+    changed = changed_files(folder, digests or {})
+    if changed:
+        raise ValueError(f"{folder}: {', '.join(changed)} changed since the model was logged (sha256 differs "
+                         "or missing); log the model again from its folder, or serve another version")
+
+
 class BertPyfunc(PythonModel):
     """A fine-tuned model folder behind MLflow's pyfunc interface (module docstring)."""
 
@@ -67,6 +82,7 @@ class BertPyfunc(PythonModel):
         from bert.inference.predictor import Predictor
 
         settings = json.loads(Path(context.artifacts["settings"]).read_text(encoding="utf-8"))
+        verify_model_files(Path(context.artifacts["model"]), settings.get("sha256"))
         self.predictor = Predictor(context.artifacts["model"], task=settings.get("task"),
                                    max_seq_length=settings.get("max_seq_length"))
 

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,29 +85,65 @@ def test_the_logged_model_has_its_signature_example_and_dev_metrics(repros):
     assert info.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
 
 
+def reflinks_here(folder: Path) -> bool:
+    """Whether the file system of `folder` makes reflinks (btrfs, XFS: yes; ext4: no)."""
+    from pipeline.models import _reflink
+
+    (folder / "a").write_bytes(b"x")
+    try:
+        _reflink(folder / "a", folder / "b")
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("tracking")
-def test_the_model_bytes_are_stored_once(repros):
-    """The logged model's files are DVC's cached files (linked as .dvc/config's cache.type allows), not copies."""
+def test_the_model_bytes_are_stored_once(repros, tmp_path):
+    """The logged model's files are DVC's cached files (hard links to the read-only objects, or reflinks)."""
     from dvc.repo import Repo
 
     from pipeline.models import _md5
 
     client = mlflow_client(repros.project)
     with Repo(str(repros.project)) as repo:
-        types, odb = repo.cache.local.cache_types, repo.cache.local
+        odb = repo.cache.local
+    hardlinks = not reflinks_here(tmp_path)  # ext4 here
     for version in client.search_model_versions(f"name = '{MODEL}'"):
         location = Path(client.get_logged_model(model_id_of(version)).artifact_location.removeprefix("file://"))
-        (weights,) = location.rglob("model.safetensors")
-        cached = Path(odb.oid_to_path(_md5(weights)))
-        assert cached.is_file()
-        if "hardlink" in types:  # ext4 here: no reflinks
-            assert os.path.samefile(weights, cached)
-        assert _md5(weights) == _md5(cached)
+        for logged in (p for p in location.rglob("*") if p.is_file() and "/artifacts/model/" in p.as_posix()):
+            cached = Path(odb.oid_to_path(_md5(logged)))
+            assert cached.is_file(), logged
+            if hardlinks:
+                assert os.path.samefile(logged, cached) and not logged.stat().st_mode & 0o222, logged
+    # DVC's own outputs stay copies (cache.type reflink,copy): the workspace model is not the cached object
+    (weights,) = (repros.project / "models/finetuned/demo-pair/seed1").glob("model.safetensors")
+    assert not os.path.samefile(weights, odb.oid_to_path(_md5(weights)))
     # the second and third pipeline runs logged one model each, of one set of weights: one inode
     weights = [next(Path(client.get_logged_model(model_id_of(v)).artifact_location.removeprefix("file://"))
                     .rglob("model.safetensors")) for v in client.search_model_versions(f"name = '{MODEL}'")]
-    assert len({w.stat().st_ino for w in weights}) == (2 if "hardlink" in types else 3)
+    assert len({w.stat().st_ino for w in weights}) == (2 if hardlinks else 3)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tracking")
+def test_a_logged_model_whose_file_changed_is_refused_on_load(repros, tmp_path):
+    """MLflow's own loader on a copy of the champion: as logged it loads; one byte changed, one line refuses it."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    logged = tmp_path / "logged"
+    shutil.copytree(champion_location(repros.project), logged)
+    (answer,) = mlflow.pyfunc.load_model(str(logged)).predict(pd.DataFrame([{"text": "a", "text_b": "b"}])).label
+    assert answer
+    (weights,) = logged.rglob("model.safetensors")
+    weights.chmod(0o644)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # the last byte of the last tensor: a file that still loads, with other weights
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors changed since the model was logged") as refused:
+        mlflow.pyfunc.load_model(str(logged))
+    assert "\n" not in str(refused.value)
 
 
 @pytest.mark.slow
@@ -262,8 +299,9 @@ def test_signatures_and_inputs_follow_the_kind(kind, columns):
         to_inputs(pd.DataFrame([{"text": "x"}]), "qa")
 
 
-@pytest.mark.parametrize("link_types, linked", [("reflink,hardlink,symlink,copy", True), ("reflink,copy", False)])
-def test_a_logged_models_files_are_linked_to_dvc_cache_as_its_config_allows(tmp_path, link_types, linked):
+@pytest.mark.parametrize("link_types", ["reflink,hardlink,symlink,copy", "reflink,copy"])
+def test_a_logged_models_files_are_linked_to_dvc_cache_whatever_its_config(tmp_path, link_types):
+    """Hard links (or reflinks) to DVC's read-only objects, also where DVC's own outputs are copies."""
     from pipeline.models import link_to_dvc_cache
 
     project = tmp_path / "p"
@@ -279,11 +317,8 @@ def test_a_logged_models_files_are_linked_to_dvc_cache_as_its_config_allows(tmp_
     done = link_to_dvc_cache(project, tmp_path / "mlartifacts")
     cached = [p for p in (project / ".dvc" / "cache" / "files").rglob("*") if p.is_file() and p.stat().st_size == 4096]
     assert len(cached) == 1 and (logged / "weights.bin").read_bytes() == cached[0].read_bytes()
-    assert os.path.samefile(logged / "weights.bin", cached[0]) is linked
-    if linked:
-        assert done == {"linked": 4096, "copied": 19}
-    else:  # a reflink where the filesystem makes them (btrfs, XFS), else a copy (ext4)
-        assert done["linked"] + done["copied"] == 4096 + 19 and done["copied"] >= 19
+    assert os.path.samefile(logged / "weights.bin", cached[0]) is not reflinks_here(tmp_path)
+    assert done == {"linked": 4096, "copied": 19}
 
 
 def test_two_items_of_a_matrix_are_two_trials_even_with_one_settings_hash(tmp_path, monkeypatch):
@@ -306,3 +341,24 @@ def test_two_items_of_a_matrix_are_two_trials_even_with_one_settings_hash(tmp_pa
     assert runs[first].data.tags["bert.pipeline_run"] == "none"
     assert register_champion(tracker, second, "mrpc", {}) is None  # no model logged: no champion
     assert tracker.down is None
+
+
+def test_the_loader_refuses_a_model_folder_whose_files_changed(tmp_path):
+    """pipeline/serving.py's check of the sha256s logged with the model: as logged, changed, missing."""
+    from bert.io.fingerprint import file_digests
+    from pipeline.serving import verify_model_files
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "model.safetensors").write_bytes(os.urandom(1024))
+    (tmp_path / "sub" / "vocab.txt").write_text("[PAD]\n")
+    digests = file_digests(tmp_path)
+    assert set(digests) == {"model.safetensors", "sub/vocab.txt"}
+    verify_model_files(tmp_path, digests)
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[512] ^= 0x80
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    (tmp_path / "sub" / "vocab.txt").unlink()
+    with pytest.raises(ValueError) as refused:
+        verify_model_files(tmp_path, digests)
+    assert str(refused.value).count("\n") == 0
+    assert "model.safetensors, sub/vocab.txt changed since the model was logged" in str(refused.value)
