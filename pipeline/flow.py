@@ -133,7 +133,7 @@ def dvc_command(*args: str) -> list[str]:
 
 
 def stage_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment for stage commands: this interpreter's bin folder first (dvc.yaml says `python`)."""
+    """The environment for stage commands: this interpreter's bin folder first (bin/python's last resort, python3)."""
     env = {**os.environ, **extra}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")

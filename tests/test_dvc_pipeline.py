@@ -31,7 +31,7 @@ def _copy_repo(dest: Path) -> None:
                            check=True, capture_output=True).stdout.decode().split("\0")
     for name in filter(None, files):
         src = REPO / name
-        if src.is_file():
+        if src.is_file() and not name.startswith("reports/"):  # a run's metrics.json, which git may see
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
