@@ -34,7 +34,7 @@ from stages._lib.allocator import find_tcmalloc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bert-pipeline"
-TRACKER = "python -m pipeline.track --"
+TRACKER = "bin/python -m pipeline.track --"
 NOT_COPIED = ("tests/", "bench/", "docs/", "reports/")  # reports/metrics.json: a run's, git may see it
 TRAIN_EXAMPLES, BATCH, LOG_EVERY = 48, 8, 4
 
