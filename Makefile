@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # exactly this torch: the CPU wheel on the machine; any other spec pulls the CUDA build
 TORCH  := torch==2.13.0
-# dvc.yaml's commands call python and torchrun: the venv's, whatever the shell has
+# the venv's bin first on PATH: what dvc, mlflow and Prefect start by name (dvc.yaml's stages: bin/python)
 BIN_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 # an install is redone when pyproject.toml or setup.py changes
 HASH   := $(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)

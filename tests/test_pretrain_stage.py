@@ -258,7 +258,7 @@ def test_dvc_runs_the_pretrain_pipeline(tmp_path, tiny_start):
     import sys
 
     repo = tmp_path / "repo"
-    for folder in ("bert", "stages", "pipeline"):
+    for folder in ("bert", "stages", "pipeline", "bin"):  # bin/python: what the stages' commands start with
         shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "pretrain").mkdir()
     shutil.copyfile(REPO / "pretrain" / "dvc.yaml", repo / "pretrain" / "dvc.yaml")
