@@ -281,3 +281,8 @@ def test_dvc_runs_the_pretrain_pipeline(tmp_path, tiny_start):
     assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in (repo / "pretrain" / "model").iterdir()}
     assert json.loads((repo / "pretrain" / "reports" / "metrics.json").read_text())["global_steps"] >= 1
     assert "Running stage" not in dvc("repro", "pretrain/dvc.yaml")
+    # its resumable checkpoints (--work) are no out: a lost model comes back from DVC's run cache, untrained
+    shutil.rmtree(repo / "pretrain" / "model")
+    again = dvc("repro", "pretrain/dvc.yaml")
+    assert "Stage 'pretrain/dvc.yaml:pretrain' is cached - skipping run" in again and "Running stage" not in again
+    assert (repo / "pretrain" / "model" / "model.safetensors").is_file()
