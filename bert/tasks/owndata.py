@@ -91,7 +91,8 @@ def read_split(path: str | os.PathLike, layout: Layout, split: str, labels: Opti
     Args:
         path: the file.
         layout: its columns and kind.
-        split: "train", "dev" or "test" (a test row's label is read when the column is there, else None).
+        split: "train", "dev" or "test" (a test row's label is read when its cell is there and not empty, else
+            None).
         labels: the names a label must be one of (None: any; train when the names are inferred from it).
     Returns:
         The examples in file order; a multi-label example's label is a tuple of names, a regression one's the
@@ -117,7 +118,7 @@ def read_split(path: str | os.PathLike, layout: Layout, split: str, labels: Opti
     for line, fields in rows.rows:
         texts = [_text(source, line, fields, column) for column in layout.text]
         label = None
-        if split != "test" or fields.get(layout.label) is not None:
+        if split != "test" or fields.get(layout.label) not in (None, ""):  # a test row may have no label
             label = _label(source, line, fields, layout, labels)
         guid = f"{split}-{line}" if layout.id is None else _text(source, line, fields, layout.id)
         examples.append(InputExample(guid, texts[0], texts[1] if len(texts) == 2 else None, label))
