@@ -39,10 +39,10 @@ def test_an_edit_of_your_csv_reruns_its_tasks_stages(tmp_path, minilm_dir):
     row = next(r for r in normalised if r["id"].endswith("-6"))  # file line 6 = lines[5]
     assert row["label"] == flipped.rstrip("\n").rsplit(",", 1)[1]
 
-    # a change of the entry (the split's seed) re-runs the same stages (as DVC's dry run says)
+    # a change of the entry (the split's seed): both downloads are out of date (the datasets section is their
+    # param); DVC's dry run lists no more (what follows depends on what they write, as above)
     _set_params(repo, lambda v: v["datasets"]["mine"]["split"].update(seed=1))
-    assert _repro(repo, "--dry") == {"download@demo-pair", "download@mine", "tokenize@mine", "finetune@mine-7",
-                            "baseline@mine", "evaluate@mine-7", "report"}
+    assert _repro(repo, "--dry") == {"download@demo-pair", "download@mine"}
 
 
 def readme_flow() -> list[tuple[str, str]]:

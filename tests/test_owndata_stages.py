@@ -1,6 +1,6 @@
 """Your own dataset through the real stages, one test per kind: files under datasets/, a params.yaml entry,
-then download, tokenize, finetune, evaluate and the baseline in-process with the packaged MiniLM (a few dozen
-rows, max_seq_length 32, one epoch).
+then download, tokenize, finetune, evaluate and the baseline (and for one, the report) in-process with the
+packaged MiniLM (a few dozen rows, max_seq_length 32, one epoch).
 
 Checked against what we did not write: the evaluate stage's metrics recomputed by scikit-learn and SciPy from
 its predictions.json and the gold labels read from the user's files with Python's csv and json modules; the
@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from stages import convert, download, evaluate, finetune, tokenize
+from stages import convert, download, evaluate, finetune, report, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -168,6 +168,15 @@ def test_multi_label_from_jsonl_and_csv_with_given_labels(tmp_path, pretrained):
     assert metrics["metrics"]["exact_match"] == pytest.approx(100 * sklearn_metrics.accuracy_score(gold, pred))
     baseline = json.loads((tmp_path / "reports/baseline/complaints/metrics.json").read_text())
     assert set(baseline["majority"]["metrics"]) == {"micro_f1", "macro_f1", "exact_match"}
+    r = lambda rel: str(tmp_path / rel)  # noqa: E731
+    assert report.main(["--runs", r("reports/eval/{task}/seed{seed}"), "--baseline", r("reports/baseline/{task}"),
+                        "--history", r("reports/history/{task}/seed{seed}.json"), "--markdown", r("reports/report.md"),
+                        "--html", r("reports/report.html"), "--figures", r("reports/figures"),
+                        "--metrics", r("reports/metrics.json"), "--params", r("params.yaml")]) == 0
+    summary = json.loads((tmp_path / "reports/metrics.json").read_text())["complaints"]
+    assert summary["primary"] == "micro_f1"
+    assert summary["fine_tuned"]["micro_f1"]["mean"] == metrics["metrics"]["micro_f1"]
+    assert "| complaints | **micro_f1** |" in (tmp_path / "reports/report.md").read_text()
 
     config = json.loads((model / "config.json").read_text())
     assert config["id2label"] == {"0": "shipping", "1": "battery", "2": "screen"}
