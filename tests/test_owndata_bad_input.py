@@ -31,7 +31,8 @@ FILE_CASES = {
                               ["train.csv:12: column 'sentiment': label 'meh' is not one of the labels "
                                "['neg', 'pos']"]),
     "a dev label train does not have": ({"dev.csv": HEADER + "Odd.,meh\n"}, {},
-                                        ["dev.csv:2: column 'sentiment': label 'meh' is not one of the labels"]),
+                                        ["dev.csv:2: column 'sentiment': label 'meh' is not one of the labels "
+                                         "['neg', 'pos'], those the train file holds (datasets/train.csv"]),
     "one label only": ({"train.csv": HEADER + "a,pos\nb,pos\n"}, {},
                        ["train.csv: column 'sentiment' holds 1 label name(s) (pos)", "at least 2"]),
     "a non-numeric regression value": ({"train.csv": "review,score\nGood.,4.5\nBad.,four\n"},

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from bert.io.fileio import sha256_of
 from bert.tasks.owndata import FORMATS, KINDS, Layout, infer_labels, read_split, split_examples, write_normalised
+from bert.tasks.records import DataFormatError
 from stages._lib.params import DEFAULT_PARAMS, ParamsError, read_params_file
 
 SECTION = "datasets"
@@ -218,7 +219,13 @@ def materialise(dataset: DatasetParams, params_file: Path, out: Path) -> tuple[d
         labels = given or _inferred(splits["train"], layout, train_file)
         for split in ("dev", "test"):
             if split in dataset.files:
-                splits[split] = read_split(root / dataset.files[split], layout, split, labels)
+                try:
+                    splits[split] = read_split(root / dataset.files[split], layout, split, labels)
+                except DataFormatError as err:
+                    if given or "is not one of the labels" not in str(err):
+                        raise
+                    raise DataFormatError(f"{err}, those the train file holds ({dataset.files['train']}; or give "
+                                          f"datasets.{dataset.name}.labels)") from None
         origin = "params.yaml" if given else f"{dataset.files['train']}'s rows, sorted"
     record = {"name": dataset.name, "text": list(layout.text), "label": layout.label,
               "labels_from": None if labels is None else origin,
