@@ -383,9 +383,7 @@ class StageRun:
                 self._log_file(path, run_id, "eval")
         from pipeline.models import log_trial_model
 
-        length = self.values.get("tokenize.max_seq_length")
-        model_id = log_trial_model(tracker, run_id, root / model_rel, record.get("kind"), f"{task}-seed{seed}",
-                                   length if isinstance(length, int) else None)
+        model_id = log_trial_model(tracker, run_id, root / model_rel, f"{task}-seed{seed}")
         tracker.log_metrics(run_id, dev, model_id=model_id)
 
     def _trial_from_model(self, task: str, seed: int, key: str, training: dict, model_rel: str,

@@ -8,7 +8,8 @@ Writes ``<out>/metrics.json`` and ``<out>/predictions.json`` (SQuAD: the officia
 format, plus nbest_predictions.json). All metrics are in points (0-100), as GLUE and SQuAD report them.
 ``--untrained`` is the baseline: the pretrained encoder with a freshly initialised head (seeded by
 ``evaluate.baseline_seed``), not fine-tuned. Classification and multiple choice also get the
-majority-class baseline: always predicting the train set's most frequent label (or choice position).
+majority-class baseline: always predicting the train set's most frequent label (or choice position); a
+multi-label task each label's most frequent value in train.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from bert.io.settings import at_least, one_of
 from bert.io.fileio import sha256_of
 from stages._lib.common import (atomic_outputs, load_features, read_json, require_input, run_stage, stage_parser,
                                 write_json)
-from stages._lib.params import load_section
-from stages._lib.tasks import get_task, head_for, primary_metric
+from stages._lib.params import DEFAULT_PARAMS, load_section
+from stages._lib.tasks import get_task, head_for, manifest_labels, primary_metric
 
 logger = logging.getLogger("stages.evaluate")
+MULTI_LABEL_THRESHOLD = 0.5  # a label's probability above which a multi-label model predicts it
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
     """Metrics, confusion, majority baseline and per-example predictions of GLUE and SWAG tasks."""
     gold = dev.labels("labels").numpy()
     ids = (dev.metadata or {}).get("ids") or [str(i) for i in range(len(dev))]
+    if spec.kind is TaskKind.MULTI_LABEL_CLASSIFICATION:
+        return multilabel_metrics(spec, logits, gold, ids, train_labels)
     if spec.kind is TaskKind.REGRESSION:
         pred = logits.view(-1).float().numpy()
         metrics = _points(task_metrics(spec, pred, gold))
@@ -90,6 +94,25 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
         "majority": {"class": names[majority_class], "metrics": majority},
         "predictions": rows,
     }
+    return metrics, extra
+
+
+def multilabel_metrics(spec: TaskSpec, logits: torch.Tensor, gold: np.ndarray, ids: list, train_labels: torch.Tensor):
+    """Micro and macro F1 and exact match of a multi-label task: a label is predicted when its sigmoid is above
+    MULTI_LABEL_THRESHOLD (bert predict's default); the majority baseline predicts each label's most frequent
+    value in train."""
+    probs = torch.sigmoid(logits.float()).numpy()  # [N, L]
+    pred, gold = probs > MULTI_LABEL_THRESHOLD, gold > 0.5
+    names = list(spec.labels)
+    metrics = _points(task_metrics(spec, pred, gold))
+    majority_row = (train_labels.float().mean(0) > 0.5).numpy()
+    majority = _points(task_metrics(spec, np.broadcast_to(majority_row, gold.shape), gold))
+    chosen = lambda row: [n for n, on in zip(names, row) if on]  # noqa: E731
+    rows = [{"id": i, "label": chosen(g), "prediction": chosen(p), "probabilities": [round(float(x), 6) for x in pr]}
+            for i, g, p, pr in zip(ids, gold, pred, probs, strict=True)]
+    extra = {"labels": names, "predicted_counts": pred.sum(0).tolist(), "gold_counts": gold.sum(0).tolist(),
+             "majority": {"class": "+".join(chosen(majority_row)) or "(no label)", "metrics": majority},
+             "predictions": rows}
     return metrics, extra
 
 
@@ -147,12 +170,12 @@ def load_finetuned(head: type, model_dir: Path, task: str):
 
 
 def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, untrained: bool,
-             params: EvaluateParams) -> tuple[dict, dict]:
+             params: EvaluateParams, params_file: Path = DEFAULT_PARAMS) -> tuple[dict, dict]:
     """Predict the dev set; returns (the metrics.json record, extra outputs incl. predictions)."""
-    spec = get_task(task)
     producer = "convert" if untrained else "finetune"
     require_input(model_dir / "config.json", producer, "model")
     dev = load_features(Path(features_dir) / "dev", model_dir, task)
+    spec = get_task(task, params_file, labels=manifest_labels(dev.manifest))
     head, kwargs = head_for(spec)
     if untrained:
         torch.manual_seed(params.baseline_seed)
@@ -197,7 +220,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> None:
         params = load_section("evaluate", EvaluateParams, args.params)
-        record, extra = evaluate(args.task, args.features, args.data, args.model, args.untrained, params)
+        record, extra = evaluate(args.task, args.features, args.data, args.model, args.untrained, params, args.params)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
             write_json(tmp / "metrics.json", record)

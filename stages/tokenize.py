@@ -29,7 +29,7 @@ from bert.io.jsonfile import read_json_object
 from bert.tokenization import BertTokenizer, vocab_is_cased
 from stages._lib.common import atomic_outputs, require_input, run_stage, stage_parser
 from stages._lib.params import load_section
-from stages._lib.tasks import get_task
+from stages._lib.tasks import get_task, recorded_labels
 
 logger = logging.getLogger("stages.tokenize")
 SPLITS = ("train", "dev")
@@ -175,8 +175,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> None:
         params = load_section("tokenize", TokenizeParams, args.params)
-        spec = get_task(args.task)
         require_input(args.data, "download", f"raw data of {args.task}")
+        spec = get_task(args.task, args.params, labels=recorded_labels(args.data))
         vocab = require_input(args.model / "vocab.txt", "convert", "vocabulary")
         tokenizer = BertTokenizer(vocab, do_lower_case=params.do_lower_case)
         check_model_fits(args.model, vocab, tokenizer, params, args.params)

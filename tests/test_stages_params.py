@@ -33,10 +33,13 @@ def _write(tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize("path, sections", [(REPO_PARAMS, SECTIONS),
                                             (REPO / "pretrain" / "params.yaml", PRETRAIN_SECTIONS)])
 def test_repo_params_parse_and_every_section_has_its_dataclass(path, sections):
+    from stages._lib.datasets import load_datasets
+
     values = read_params_file(path)
-    assert set(values) - {"tasks", "seeds"} == set(sections)
+    assert set(values) - {"tasks", "seeds", "datasets"} == set(sections)  # datasets: your own tasks (empty here)
     for section, cls in sections.items():
         load_section(section, cls, path)
+    assert load_datasets(path) == {}
 
 
 def test_repo_params_name_known_tasks():

@@ -199,7 +199,8 @@ def convert_examples_to_features(
 
     Args:
         examples: from a GlueProcessor.
-        label_list: the task's labels in id order, or None for regression (label -> float).
+        label_list: the task's labels in id order, or None for regression (label -> float); a multi-label
+            example's label (a tuple of names) becomes a multi-hot list of floats.
         max_seq_length: the most tokens per input, [CLS] and [SEP]s included.
         tokenizer: a BertTokenizer (or a CachedTokenizer around one).
         progress: show a tqdm bar.
@@ -217,6 +218,11 @@ def convert_examples_to_features(
         num_truncated += truncated
         if example.label is None:
             label_id = None
+        elif isinstance(example.label, tuple):  # multi-label: the names a row has, as a multi-hot row of floats
+            unknown = [name for name in example.label if name not in (label_map or {})]
+            if unknown:
+                raise ValueError(f"example {example.guid}: labels {unknown} are not among {list(label_map or {})}")
+            label_id = [1.0 if name in example.label else 0.0 for name in label_map]
         elif label_map is None:
             label_id = float(example.label)
         elif example.label in label_map:
