@@ -18,8 +18,8 @@ A hard-linked file outlives the cache entry it shares bytes with, so ``dvc gc`` 
 collection each stay safe. DVC's own outputs stay copies (``.dvc/config``: ``cache.type = reflink,copy``):
 those are the files users edit in place, and through a hard link such an edit rewrote the cached object
 (M12). The logged files are nobody's work folder; the loader (pipeline/serving.py) still checks each
-against its sha256 when the model was logged (the model config's ``sha256``) and refuses a model whose file
-changed.
+against its sha256 when the model was logged (artifact ``sha256``: not the model config, which MLflow would
+log as the run's params) and refuses a model whose file changed.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -40,7 +41,7 @@ from pipeline.tracking import Tracker
 SERVING = Path(__file__).with_name("serving.py")
 BERT_PACKAGE = Path(__file__).resolve().parents[1] / "bert"
 MODEL_ARTIFACT = "model"  # the model folder's key among the MLflow Model's artifacts
-DIGESTS = "sha256"  # the model config's key: {file in the model folder: its sha256 when logged}
+DIGESTS, DIGESTS_FILE = "sha256", "sha256.json"  # the artifact {file in the model folder: its sha256 when logged}
 REQUIREMENTS = ("torch", "numpy", "safetensors", "tqdm", "pandas", "mlflow")
 FICLONE = 0x40049409  # ioctl: share a file's extents (a reflink), on filesystems that can
 EXAMPLES = {  # one input per kind, as the served model takes it
@@ -132,11 +133,13 @@ def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, na
             example.pop("text_b", None)
         model = tracker.client.create_logged_model(tracker.experiment_id, name=name, source_run_id=run_id,
                                                    model_type=f"bert-{kind}")
-        Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
-                  python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir)},
-                  model_config={DIGESTS: file_digests(model_dir)},  # the loader checks the files against them
-                  code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
-                  input_example=pd.DataFrame([example]), pip_requirements=requirements())
+        with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
+            digests = Path(tmp, DIGESTS_FILE)  # what the loader checks the model's files against
+            digests.write_text(json.dumps(file_digests(model_dir), indent=1), encoding="utf-8")
+            Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
+                      python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), DIGESTS: str(digests)},
+                      code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
+                      input_example=pd.DataFrame([example]), pip_requirements=requirements())
         return model.model_id
 
     try:  # not through tracker.call: a model that cannot be logged is not a store that is down

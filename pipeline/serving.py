@@ -21,6 +21,8 @@ the finetune stage writes) is the artifact ``model``: it says how to read it. Th
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
@@ -58,7 +60,7 @@ def to_inputs(frame: pd.DataFrame, kind: str) -> list:
 
 
 def verify_model_files(folder: Path, digests: dict[str, str] | None) -> None:
-    """Refuse a model folder whose files are not those logged (their sha256 when logged: the model config's ``sha256``).
+    """Refuse a model folder whose files are not those logged (their sha256 when logged: artifact ``sha256``).
 
     The logged files are links to DVC's cache (pipeline/models.py): one edited in place would change both.
     Raises:
@@ -78,7 +80,9 @@ class BertPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         from bert.inference.predictor import Predictor
 
-        verify_model_files(Path(context.artifacts["model"]), (context.model_config or {}).get("sha256"))
+        digests = context.artifacts.get("sha256")  # absent from a model logged before the check existed
+        verify_model_files(Path(context.artifacts["model"]),
+                           json.loads(Path(digests).read_text(encoding="utf-8")) if digests else None)
         self.predictor = Predictor(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None

@@ -111,9 +111,9 @@ def test_the_model_bytes_are_stored_once(repros, tmp_path):
     hardlinks = not reflinks_here(tmp_path)  # ext4 here
     for version in client.search_model_versions(f"name = '{MODEL}'"):
         location = Path(client.get_logged_model(model_id_of(version)).artifact_location.removeprefix("file://"))
-        # the model folder, under the logged model's artifacts/<folder name>, beside the settings (predict.json)
+        # the model folder, under the logged model's artifacts/<folder name>, beside its sha256.json
         model_files = [p for p in (location / "artifacts").rglob("*") if p.is_file()
-                       and p.name != "predict.json"]
+                       and p.name != "sha256.json"]
         assert {"model.safetensors", "config.json", "vocab.txt"} <= {p.name for p in model_files}
         for logged in model_files:
             cached = Path(odb.oid_to_path(_md5(logged)))
