@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from bert.io.fileio import atomic_path, scratch_folder
+from bert.io.jsonfile import read_json_object
 from pipeline.tracking import Tracker
 
 SERVING = Path(__file__).with_name("serving.py")
@@ -55,10 +57,10 @@ def model_kind(model_dir: Path, fallback: Optional[str]) -> tuple[str, Optional[
     """The kind of a fine-tuned folder (TaskKind's value) and the `task` hint its loader needs (None if its
     config.json has the task entry; else the kind's word, from `fallback`: the evaluate record's kind)."""
     try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_json_object(model_dir / "config.json")
+    except ValueError:
         config = {}
-    entry = config.get("task") if isinstance(config, dict) else None
+    entry = config.get("task")
     if isinstance(entry, dict) and entry.get("kind") in KIND_WORDS:
         return entry["kind"], None
     if fallback not in KIND_WORDS:
@@ -133,10 +135,11 @@ def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, ki
             example.pop("text_b", None)
         model = tracker.client.create_logged_model(tracker.experiment_id, name=name, source_run_id=run_id,
                                                    model_type=f"bert-{kind}")
-        with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
+        with scratch_folder(Path(tempfile.gettempdir()) / "bert-model-settings") as tmp:  # gone after a kill too
             # how to load the folder (pipeline/serving.py): only a folder without a task entry needs saying
             settings = Path(tmp, SETTINGS)
-            settings.write_text(json.dumps({"task": hint, "max_seq_length": max_seq_length if hint else None}))
+            settings.write_text(json.dumps({"task": hint, "max_seq_length": max_seq_length if hint else None}),
+                                encoding="utf-8")
             Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
                       python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), "settings": str(settings)},
                       code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
@@ -170,11 +173,6 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _reflink(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
-
-
 def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
     """Replace each file under `folder` that DVC's cache holds by a link to the cached file (module docstring).
 
@@ -193,17 +191,18 @@ def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
         if source is None or source.stat().st_size != size or not allowed:
             done["copied"] += size
             continue
-        temporary = path.with_name(f".{path.name}.link")
         for how in allowed:
             try:
-                temporary.unlink(missing_ok=True)
-                _reflink(source, temporary) if how == "reflink" else os.link(source, temporary)
+                with atomic_path(path) as temporary:  # the copy stays unless the link is whole
+                    if how == "hardlink":
+                        os.link(source, temporary)
+                    else:
+                        with open(source, "rb") as src, open(temporary, "wb") as dst:
+                            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
             except OSError:
                 continue
-            os.replace(temporary, path)
             done["linked"] += size
             break
         else:
-            temporary.unlink(missing_ok=True)
             done["copied"] += size
     return done

@@ -22,8 +22,6 @@ own (bert.inference.Predictor), without the echoed inputs:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
@@ -64,9 +62,10 @@ class BertPyfunc(PythonModel):
     """A fine-tuned model folder behind MLflow's pyfunc interface (module docstring)."""
 
     def load_context(self, context: Any) -> None:
-        from bert.inference.predictor import Predictor
+        from bert.inference.predictor import Predictor  # the bert package ships with the model
+        from bert.io.jsonfile import read_json_object
 
-        settings = json.loads(Path(context.artifacts["settings"]).read_text(encoding="utf-8"))
+        settings = read_json_object(context.artifacts["settings"])
         self.predictor = Predictor(context.artifacts["model"], task=settings.get("task"),
                                    max_seq_length=settings.get("max_seq_length"))
 

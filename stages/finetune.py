@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -29,7 +28,7 @@ from bert.data.cache import pad_collate
 from bert.engine import DistContext, FitResult
 from bert.io.fingerprint import fingerprint
 from bert.io.settings import SettingError, check_value, seed_range
-from stages._lib.common import load_features, require_input
+from stages._lib.common import load_features, read_json, require_input
 from stages._lib.tasks import get_task, head_for
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
 
@@ -61,9 +60,7 @@ class Finetune(TrainingStage):
             raise ValueError(f"{err} (the run's seed: an entry of params.yaml's seeds)") from None
         spec = get_task(args.task)
         require_input(args.model / "config.json", "convert", "pretrained model")
-        train = load_features(args.features / "train", args.model)
-        if train.manifest.task != args.task:
-            raise ValueError(f"{args.features}: features of task {train.manifest.task}, not {args.task}")
+        train = load_features(args.features / "train", args.model, args.task)
         head, kwargs = head_for(spec)
         torch.manual_seed(args.seed)  # the new head's initialisation depends on the run's seed
         model = head.from_pretrained(args.model, **kwargs)
@@ -86,7 +83,7 @@ class Finetune(TrainingStage):
 def source_record(model_dir: Path) -> Optional[dict]:
     """The start model's SOURCE.json (stage convert), or None for a folder that has none."""
     source = model_dir / "SOURCE.json"
-    return json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None
+    return read_json(source, "convert", dict) if source.is_file() else None
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from bert.io.jsonfile import parse_json
 from bert.tasks.records import DataFormatError
 
 FORMATS = ("tsv", "csv", "jsonl", "json", "lines")
@@ -154,10 +155,7 @@ def read_inputs(path: str, text: str, task: str, fmt: Optional[str] = None, colu
 
 
 def _read_json(source: str, text: str) -> Any:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{source}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    raw = parse_json(text, source, error=DataFormatError)
     if isinstance(raw, list):
         for i, item in enumerate(raw):
             if not isinstance(item, dict):
@@ -173,13 +171,7 @@ def _read_jsonl(source: str, text: str) -> _Rows:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"{source}:{n}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(value, dict):
-            raise DataFormatError(f"{source}:{n}: expected a JSON object, got {type(value).__name__}")
-        rows.rows.append((n, value))
+        rows.rows.append((n, parse_json(line, source, dict, error=DataFormatError, first_line=n)))
     return rows
 
 

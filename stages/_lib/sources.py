@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from bert.io.fileio import atomic_write_text
+
 GLUE_BASE = "https://dl.fbaipublicfiles.com/glue/data/"
 SQUAD_BASE = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
 SWAG_BASE = "https://raw.githubusercontent.com/rowanz/swagaf/master/data/"
@@ -144,4 +146,4 @@ def build_mrpc(raw: Path, out: Path) -> None:
                 raise ValueError(f"{test_file}:{idx + 2}: expected 5 tab-separated fields, got {len(fields)}")
             test.append("\t".join([str(idx), *fields[1:]]) + "\n")
     for name, content in (("train.tsv", train), ("dev.tsv", dev), ("test.tsv", test)):
-        (out / name).write_text("".join(content), encoding="utf-8")
+        atomic_write_text(out / name, "".join(content))
