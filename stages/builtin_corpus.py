@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
-from bert.io.fileio import atomic_write_text
+from bert.io.fileio import atomic_copy, atomic_write_text
 from bert.io.settings import at_least, one_of
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
 from stages._lib.params import DEFAULT_PRETRAIN_PARAMS, load_section
@@ -151,7 +150,7 @@ def write_corpus(params: CorpusParams, out: Path) -> dict:
         local = Path(params.local_file)
         if not local.is_file():
             raise ValueError(f"corpus.local_file: {local} is not a file (expected text, one sentence per line)")
-        shutil.copyfile(local, target)
+        atomic_copy(local, target)
         origin = {"source": "local", "local_file": str(local.resolve())}
     try:
         text = target.read_text(encoding="utf-8")

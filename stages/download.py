@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
-from bert.io.fileio import scratch_folder
+from bert.io.fileio import atomic_copy, scratch_folder
 from bert.io.settings import at_least, one_of
 from stages._lib import builtin_data
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
@@ -86,7 +85,7 @@ def copy_local(task: str, folder: Path, out: Path) -> dict[str, str]:
     copied = {}
     for split, name in task_files(task).items():
         if (folder / name).is_file():
-            shutil.copyfile(folder / name, out / name)
+            atomic_copy(folder / name, out / name)
             copied[split] = name
     return copied
 

@@ -6,11 +6,13 @@ bert/io/jsonfile.py (read_json, read_json_object, parse_json). Elsewhere, found 
 
 - a raw JSON read: ``json.load(...)``, ``json.loads(...)`` (or ``load``/``loads`` imported from json);
 - a raw write: ``X.write_text(...)``, ``X.write_bytes(...)``, ``open(P, MODE)`` or ``X.open(MODE)`` with a
-  mode that writes (w, a, x, +);
+  mode that writes (w, a, x, +), ``shutil.copy*/copytree/move(SRC, DST)``, ``torch.save(OBJ, DST)``,
+  ``save_file(TENSORS, DST)`` (safetensors), ``fig.savefig(DST)``;
 - a raw temporary: ``tempfile.<anything but gettempdir>``.
 
 A write is the one path when its target is the temporary that an enclosing ``with atomic_path(...) as tmp``
-or ``with scratch_folder(...) as tmp`` yields (or a path built from it in that block). Anything else must be
+or ``with scratch_folder(...) as tmp`` (or the stages' ``atomic_outputs``) yields, or a path built from it in
+that block. Anything else must be
 in ALLOWED below, keyed by file and function (not by line, so edits elsewhere do not move it), with its reason.
 """
 
@@ -23,7 +25,9 @@ from typing import Iterator, Optional
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("bert", "stages", "pipeline")
 OWNERS = {"bert/io/fileio.py", "bert/io/jsonfile.py"}
-SAFE_CONTEXTS = {"atomic_path", "scratch_folder"}
+SAFE_CONTEXTS = {"atomic_path", "scratch_folder", "atomic_outputs"}  # atomic_outputs: the stages' atomic_path
+# a library call that writes a file -> the position of its target argument
+WRITERS = {"copy": 1, "copyfile": 1, "copy2": 1, "copytree": 1, "move": 1, "save": 1, "save_file": 1, "savefig": 0}
 WRITE_MODE = set("wax+")
 
 # (file, enclosing function, kind) -> why it stays as it is
@@ -154,6 +158,12 @@ class _Finder(ast.NodeVisitor):
             if mode is not None and set(mode) & (WRITE_MODE | {"?"}) and not self._is_safe(node.args[0] if node.args
                                                                                              else None):
                 self.found.append((node.lineno, where, "write", f"open(..., {mode!r})"))
+        elif name in WRITERS and (isinstance(func, ast.Name) or (
+                isinstance(func, ast.Attribute) and (name != "save" or _names(func.value) & {"torch"}))):
+            at = WRITERS[name]
+            target = node.args[at] if len(node.args) > at else None
+            if target is not None and not self._is_safe(target):
+                self.found.append((node.lineno, where, "write", f"{name}(...)"))
         elif isinstance(func, ast.Attribute) and name == "open":
             # Path.open("w"); tarfile.open(name), ZipFile.open(info), os.open(path, flags) take no literal mode
             mode = _mode(node, 0, unknown=None)
@@ -211,9 +221,15 @@ def f(out, data):
         Path(scratch, "c").write_text("")
     open(out)
     tempfile.gettempdir()
+    shutil.copyfile(out, out / "x")
+    torch.save({}, out)
+    with atomic_outputs(out, out) as (first, second):
+        torch.save({}, second)
+        fig.savefig(first / "a.png")
+    model.save(out)
 '''
     finder = _Finder()
     finder.visit(ast.parse(source))
     assert [(line, kind) for line, _, kind, _ in finder.found] == [
         (5, "json"), (6, "json"), (7, "write"), (8, "write"), (9, "write"), (10, "write"), (11, "temp"),
-        (16, "write")]
+        (16, "write"), (21, "write"), (22, "write")]
