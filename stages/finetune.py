@@ -60,6 +60,7 @@ class Finetune(TrainingStage):
             raise ValueError(f"{err} (the run's seed: an entry of params.yaml's seeds)") from None
         spec = get_task(args.task)
         require_input(args.model / "config.json", "convert", "pretrained model")
+        source_record(args.model)  # read again by finish(): a damaged one fails now, not after the training
         train = load_features(args.features / "train", args.model, args.task)
         head, kwargs = head_for(spec)
         torch.manual_seed(args.seed)  # the new head's initialisation depends on the run's seed

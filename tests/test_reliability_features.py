@@ -179,6 +179,22 @@ def test_damaged_fingerprint_json(tmp_path, caplog, made):
         assert_stage_failed(rc, caplog, str(tmp_path / "work" / "fingerprint.json"), "not valid JSON")
 
 
+def test_damaged_source_json_of_the_start_model(tmp_path, caplog, made):
+    """[#19 M13] The start model's SOURCE.json (stage convert's record, read by finetune): damaged, it is one line
+    naming it (a JSON error naming no file before)."""
+    from stages import finetune
+
+    with tally(BAD_INPUT, "finetune with a damaged SOURCE.json in the start model: one line naming it"):
+        model = shutil.copytree(made["model"], tmp_path / "model")
+        (model / "SOURCE.json").write_text('{"name": "bert-base-uncased", ', encoding="utf-8")
+        rc = finetune.main(["--params", str(made["params"]), "--task", "demo-pair", "--seed", "1", "--features",
+                            str(made["root"] / "features" / "demo-pair"), "--model", str(model), "--out",
+                            str(tmp_path / "out" / "m"), "--history", str(tmp_path / "out" / "h.json"),
+                            "--work", str(tmp_path / "work")])
+        assert_stage_failed(rc, caplog, str(model / "SOURCE.json"), "not valid JSON")
+        assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # evaluate's own checks: the task, the head, the vocab, the SQuAD dev file.
 

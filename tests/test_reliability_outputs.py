@@ -90,6 +90,24 @@ def test_symlinked_file_output_keeps_the_link_and_writes_its_target(tmp_path, ca
         assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["features.jsonl"]  # no temporaries
 
 
+def test_params_yaml_that_is_a_symlink_stays_one_when_the_flow_edits_it(tmp_path):
+    """[#19 L9] The flow's --set and pipeline.deps write edit params.yaml and dvc.yaml in place: a symlinked
+    one keeps its link, its target gets the change (os.replace of a temporary put a file in the link's place)."""
+    from pipeline.overrides import apply_overrides
+
+    with tally(FAULT, "the flow's override of a symlinked params.yaml: the link kept, its target edited") as rec:
+        (tmp_path / "shared").mkdir()
+        real = tmp_path / "shared" / "params.yaml"
+        real.write_text("finetune:\n  learning_rate: 1.0e-4  # the peak\n", encoding="utf-8")
+        link = tmp_path / "params.yaml"
+        link.symlink_to(real)
+        assert apply_overrides(link, {"finetune.learning_rate": 3e-4}) == {"finetune.learning_rate": (1e-4, 3e-4)}
+        rec["lost"] = int(not link.is_symlink())
+        assert rec["lost"] == 0 and os.readlink(link) == str(real)
+        assert real.read_text(encoding="utf-8") == "finetune:\n  learning_rate: 0.0003  # the peak\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "shared"]
+
+
 def test_dangling_symlink_output_creates_its_target(tmp_path):
     """[#19 L9] A dangling symlinked output: its target is created, the link kept."""
     with tally(BAD_INPUT, "an output that is a dangling symlink: its target created, the link kept"):
