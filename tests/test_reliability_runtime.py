@@ -227,6 +227,22 @@ def test_work_folder_of_something_else_is_refused_untouched(tmp_path, inputs, ca
         assert rec["lost"] == 0 and not out.exists()
 
 
+def test_pretrain_work_folder_of_something_else_is_refused_untouched(tmp_path, caplog, monkeypatch):
+    """[#19 H1] pretrain shares the training skeleton: --work . is refused before its inputs are even read."""
+    from stages import pretrain
+
+    with tally(BAD_INPUT, "pretrain --work . in a folder of the user's files") as rec:
+        monkeypatch.chdir(_user_files(tmp_path / "project"))
+        before = snapshot(Path.cwd())
+        rc = pretrain.main(["--params", str(REPO / "pretrain" / "params.yaml"), "--model", str(tmp_path / "model"),
+                            "--instances", str(tmp_path / "instances"), "--metrics", str(tmp_path / "m.json"),
+                            "--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.json"), "--work", "."])
+        rec["lost"] = len(changed(before, snapshot(Path.cwd())))
+        assert_stage_failed(rc, caplog, ".: --work must be an empty folder or a work folder of stage pretrain",
+                            "nothing was deleted")
+        assert rec["lost"] == 0 and not (tmp_path / "out").exists()
+
+
 def test_only_the_stages_own_files_are_dropped(tmp_path, inputs, caplog):
     """[#19 H1] A work folder of finetune left by another run: its checkpoints go, a file the user put there stays."""
     from stages import finetune
