@@ -25,10 +25,13 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from bert.data.cache import pad_collate
+from bert.data.cache import CacheManifest, pad_collate
 from bert.engine import DistContext, FitResult
 from bert.io.fingerprint import fingerprint
 from bert.io.settings import SettingError, check_value, seed_range
+from bert.tasks import TaskKind, TaskSpec
+from bert.tasks.folder import TaskMetadata, metadata_for_task, write_task_metadata
+from bert.tasks.windows import WindowSettings
 from stages._lib.common import load_features, require_input
 from stages._lib.tasks import get_task, head_for
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
@@ -80,7 +83,22 @@ class Finetune(TrainingStage):
                    "final_loss": final_loss(result)}
         message = (f"{args.task} seed {args.seed}: {result.global_steps} steps in {result.seconds:.1f} s "
                    f"({result.sequences_per_second:.1f} sequences/s) -> {args.out}")
-        return Outputs(self.summary_name, summary, message=message)
+        meta = task_metadata(get_task(args.task), run.dataset.manifest)
+        return Outputs(self.summary_name, summary, message=message,
+                       annotate=lambda folder: write_task_metadata(folder, meta, run.dataset.manifest.do_lower_case))
+
+
+def task_metadata(spec: TaskSpec, manifest: CacheManifest) -> TaskMetadata:
+    """What the model folder says it was trained for (bert/tasks/folder.py), from the train features' manifest:
+    its task, labels and input geometry (windows included), so that `bert predict` and the predict stage read
+    inputs exactly as tokenize did."""
+    settings: dict[str, Any] = {}
+    if spec.kind is TaskKind.SQUAD:
+        settings.update(doc_stride=manifest.doc_stride, max_query_length=manifest.max_query_length)
+    window = manifest.extra.get("window")
+    if window:
+        settings["window"] = WindowSettings(window["stride"], window["combine"])
+    return metadata_for_task(spec, manifest.max_seq_length, **settings)
 
 
 def source_record(model_dir: Path) -> Optional[dict]:

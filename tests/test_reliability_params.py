@@ -69,7 +69,7 @@ CASES = [
     ("infinite epochs", "finetune", {"epochs: 3.0": "epochs: .inf"}, ["finetune.epochs", "expected a finite number"]),
     ("NaN SQuAD threshold", "evaluate", {"null_score_diff_threshold: 0.0": "null_score_diff_threshold: .nan"},
      ["evaluate.null_score_diff_threshold", "expected a finite number"]),
-    ("YAML syntax error", "finetune", {"epochs: 3.0": "epochs: [3.0"}, ["not valid YAML", "line 29"]),
+    ("YAML syntax error", "finetune", {"epochs: 3.0": "epochs: [3.0"}, ["not valid YAML", "line 32"]),
     ("tab indentation", "tokenize", {"  max_seq_length: 64": "\tmax_seq_length: 64"}, ["not valid YAML", "line "]),
     ("a key written twice", "finetune", {"  epochs: 3.0": "  epochs: 3.0\n  epochs: 30.0"},
      ["key finetune.epochs is written twice"]),

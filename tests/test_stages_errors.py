@@ -67,8 +67,12 @@ def _report_args(p, out: Path) -> list[str]:
 
 
 def test_outputs_of_a_tiny_run(run):
-    assert sorted(f.name for f in run["model"].iterdir()) == ["config.json", "model.safetensors", "training.json",
-                                                             "vocab.txt"]
+    assert sorted(f.name for f in run["model"].iterdir()) == ["config.json", "model.safetensors",
+                                                             "tokenizer_config.json", "training.json", "vocab.txt"]
+    # the folder says what it was trained for (bert/tasks/folder.py): bert predict and the predict stage read it
+    config = json.loads((run["model"] / "config.json").read_text())
+    assert config["task"]["kind"] == "multiple_choice" and config["task"]["num_choices"] == 4
+    assert json.loads((run["model"] / "tokenizer_config.json").read_text())["do_lower_case"] is True
     history = json.loads(run["history"].read_text())
     assert [h["step"] for h in history] == [1, 2]
     assert sorted(f.name for f in run["work"].iterdir()) == ["fingerprint.json"]  # checkpoints dropped when done

@@ -100,6 +100,7 @@ class Outputs:
     summary: dict[str, Any]  # its contents; the skeleton adds "params" and "environment"
     files: dict[Path, Any] = field(default_factory=dict)  # other JSON outputs: path -> value
     message: str = ""  # the log line saying the run is done
+    annotate: Optional[Callable[[Path], None]] = None  # adds to the model folder (not yet in place) what it needs
 
 
 class TrainingStage:
@@ -327,6 +328,8 @@ def write_outputs(model: torch.nn.Module, result: FitResult, outputs: Outputs, m
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp_out / name)
         write_json(tmp_out / outputs.summary_name, outputs.summary)
+        if outputs.annotate is not None:
+            outputs.annotate(tmp_out)
         for tmp, value in zip(tmp_files, outputs.files.values()):
             write_json(tmp, value)
         write_json(tmp_history, [dict(point) for point in result.history])
