@@ -227,3 +227,17 @@ def test_params_check_refuses_a_seed_that_is_not_trained(tmp_path):
     values["predict"]["model"] = "seed2"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
     check_project(tmp_path)
+
+
+@pytest.mark.parametrize("windows, message", [
+    ({"stride": -1, "combine": "mean"}, "tokenize.windows.stride: expected at least 0, got -1"),
+    ({"stride": 8, "combine": "median"}, "tokenize.windows.combine: expected one of mean, max, got 'median'"),
+    ({"stride": 8}, "key tokenize.windows.combine is missing"),
+    ({"stride": True, "combine": "max"}, "tokenize.windows.stride: expected an integer"),
+])
+def test_bad_window_settings_are_named(windows, message):
+    from stages.tokenize import TokenizeParams
+
+    values = yaml.safe_load((REPO / "params.yaml").read_text())["tokenize"]
+    with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {message}")):
+        build(TokenizeParams, {**values, "windows": windows}, "tokenize", "params.yaml")
