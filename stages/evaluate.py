@@ -189,7 +189,8 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
     record: dict[str, Any] = {
         "task": task, "kind": spec.kind.value, "metric": spec.metric, "primary": primary_metric(spec),
         "untrained": untrained, "metrics": metrics, "dev_examples": dev.manifest.num_examples,
-        "dev_features": len(dev), "window": dev.manifest.extra.get("window"), "eval_seconds": seconds, "eval_sequences_per_second": len(dev) / seconds,
+        "dev_features": len(dev), "window": dev.manifest.extra.get("window"), "eval_seconds": seconds,
+        "eval_sequences_per_second": len(dev) / seconds,
         "training": training,
         **{k: v for k, v in extra.items() if k not in ("predictions", "nbest")},
     }

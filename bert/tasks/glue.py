@@ -238,9 +238,10 @@ def write_submission(
     """Write a GLUE test-set submission file (``index<TAB>prediction``) atomically.
 
     The server's conventions, as the GLUE baselines write them (nyu-mll/GLUE-baselines: src/main.py at a634833
-    writes the files, src/evaluate.py at bfbe769 clips STS-B): a header ``index<TAB>prediction``, one row per test example with the test
-    file's own index; labels as the task's strings (MNLI, AX: entailment/neutral/contradiction; QNLI, RTE:
-    entailment/not_entailment; CoLA, SST-2, MRPC, QQP, WNLI: 0/1); STS-B a score clipped to [0, 5], 3 decimals.
+    writes the files, src/evaluate.py at bfbe769 clips STS-B): a header ``index<TAB>prediction``, one row per
+    test example with the test file's own index; labels as the task's strings (MNLI, AX:
+    entailment/neutral/contradiction; QNLI, RTE: entailment/not_entailment; CoLA, SST-2, MRPC, QQP, WNLI: 0/1);
+    STS-B a score clipped to [0, 5], 3 decimals.
 
     Args:
         processor: the task (decides the file name and how label ids print).
