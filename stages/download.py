@@ -100,7 +100,7 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
 
     cache = download_cache_dir() / ("mnli" if task == "mnli-mm" else task)  # one MNLI.zip for both
     fetched = []
-    for remote in source.files:
+    for remote in (*source.files, *source.also):
         url = remote_url(task, remote, mirror)
         path = download(url, cache / remote.name, sha256=remote.sha256)
         blob = git_blob_id(path) if remote.git_blob else None
@@ -120,6 +120,9 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
         else:
             src = cache
         files = copy_local(task, src, out)
+    for remote in source.also:
+        shutil.copyfile(cache / remote.name, out / remote.name)
+        files[remote.name] = remote.name
     for name, digest in source.expected.items():
         if (out / name).is_file() and sha256_of(out / name) != digest:
             raise ValueError(f"{out / name}: sha256 {sha256_of(out / name)} is not the official {digest}")
@@ -141,6 +144,12 @@ def materialise(task: str, params: DataParams, out: Path, params_file: Path = DE
     elif params.source == "local":
         folder = find_local_folder(task, params.local_dir)
         files = copy_local(task, folder, out)
+        for name in (r.name for r in SOURCES[task].also) if task in SOURCES else ():
+            # beside the task's files, or in the GLUE folder's diagnostic/ (download_glue_data.py's layout)
+            found = [p for p in (folder / name, folder.parent / FOLDER_NAMES["ax"] / name) if p.is_file()]
+            if found:
+                shutil.copyfile(found[0], out / name)
+                files[name] = name
         origin = {"source": "local", "folder": str(folder.resolve())}
     else:
         if task not in SOURCES:

@@ -10,6 +10,8 @@ format, plus nbest_predictions.json). All metrics are in points (0-100), as GLUE
 ``evaluate.baseline_seed``), not fine-tuned. Classification and multiple choice also get the
 majority-class baseline: always predicting the train set's most frequent label (or choice position); a
 multi-label task each label's most frequent value in train.
+Features cut into windows (tokenize.windows) are scored per example: its windows' logits combined (mean or
+max, as the manifest says) by bert.tasks.windows.combine_windows, as ``bert predict`` combines them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,28 +33,16 @@ from bert.tasks.records import SquadFeatures, SquadResult
 from bert.tasks.squad import load_squad_json
 from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
 from bert.tasks.squad_postprocess import compute_predictions
-from bert.engine.precision import PRECISIONS
-from bert.io.settings import at_least, one_of
+from bert.tasks.windows import combine_windows
 from bert.io.fileio import sha256_of
 from stages._lib.common import (atomic_outputs, load_features, read_json, require_input, run_stage, stage_parser,
                                 write_json)
+from stages._lib.evaluation import EvaluateParams
 from stages._lib.params import DEFAULT_PARAMS, load_section
 from stages._lib.tasks import get_task, head_for, manifest_labels, primary_metric
 
 logger = logging.getLogger("stages.evaluate")
 MULTI_LABEL_THRESHOLD = 0.5  # a label's probability above which a multi-label model predicts it
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    """Section ``evaluate``."""
-
-    batch_size: int = field(metadata=at_least(1))
-    precision: str = field(metadata=one_of(*PRECISIONS))
-    n_best_size: int = field(metadata=at_least(1))  # SQuAD
-    max_answer_length: int = field(metadata=at_least(1))  # SQuAD, in tokens
-    null_score_diff_threshold: float  # SQuAD v2.0
-    baseline_seed: int  # seeds the random head of the untrained baseline
 
 
 def _points(metrics: dict[str, float]) -> dict[str, float]:
@@ -67,10 +56,31 @@ def confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
     return counts.tolist()
 
 
+def first_windows(features: CachedFeatures) -> Optional[np.ndarray]:
+    """The row of each example's first window ([E]), or None when every example is one row (no windows)."""
+    if not features.manifest.extra.get("window"):
+        return None
+    index = np.asarray(features.metadata["example_index"])
+    return np.flatnonzero(np.r_[True, index[1:] != index[:-1]])  # windows of an example are consecutive
+
+
+def per_example(logits: torch.Tensor, features: CachedFeatures) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """(logits [E, C], gold labels [E], ids [E]) of a split's examples: windows combined as the manifest says."""
+    gold = features.labels("labels").numpy()
+    ids = (features.metadata or {}).get("ids") or [str(i) for i in range(len(features))]
+    first = first_windows(features)
+    if first is None:
+        return logits, gold, ids
+    window = features.manifest.extra["window"]
+    combined = combine_windows(logits.float().numpy(), features.metadata["example_index"],
+                               features.manifest.num_examples, window["combine"])
+    return torch.from_numpy(combined), gold[first], [ids[i] for i in first]
+
+
 def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeatures, train_labels: torch.Tensor):
-    """Metrics, confusion, majority baseline and per-example predictions of GLUE and SWAG tasks."""
-    gold = dev.labels("labels").numpy()
-    ids = (dev.metadata or {}).get("ids") or [str(i) for i in range(len(dev))]
+    """Metrics, confusion, majority baseline and per-example predictions of GLUE, SWAG and own-data tasks
+    (train_labels: one per example)."""
+    logits, gold, ids = per_example(logits, dev)
     if spec.kind is TaskKind.MULTI_LABEL_CLASSIFICATION:
         return multilabel_metrics(spec, logits, gold, ids, train_labels)
     if spec.kind is TaskKind.REGRESSION:
@@ -192,7 +202,9 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
         require_input(data_dir, "download", f"raw data of {task}")
         metrics, extra = squad_metrics(spec, outputs, dev, data_dir, params)
     else:
-        train_labels = load_features(Path(features_dir) / "train", model_dir, task).labels("labels")
+        train = load_features(Path(features_dir) / "train", model_dir, task)
+        first = first_windows(train)
+        train_labels = train.labels("labels") if first is None else train.labels("labels")[torch.from_numpy(first)]
         metrics, extra = classification_metrics(spec, outputs[0], dev, train_labels)
     training = None
     if not untrained and (model_dir / "training.json").is_file():
@@ -200,7 +212,8 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
     record: dict[str, Any] = {
         "task": task, "kind": spec.kind.value, "metric": spec.metric, "primary": primary_metric(spec),
         "untrained": untrained, "metrics": metrics, "dev_examples": dev.manifest.num_examples,
-        "dev_features": len(dev), "eval_seconds": seconds, "eval_sequences_per_second": len(dev) / seconds,
+        "dev_features": len(dev), "window": dev.manifest.extra.get("window"), "eval_seconds": seconds,
+        "eval_sequences_per_second": len(dev) / seconds,
         "training": training,
         **{k: v for k, v in extra.items() if k not in ("predictions", "nbest")},
     }

@@ -30,9 +30,10 @@ from bert.data.cache import CacheManifest, pad_collate
 from bert.engine import DistContext, FitResult
 from bert.io.fingerprint import fingerprint
 from bert.io.settings import SettingError, check_value, seed_range
-from bert.tasks import TaskSpec
-from stages._lib.common import load_features, require_input
+from bert.tasks import TaskKind, TaskSpec
 from bert.tasks.folder import metadata_for_task, write_task_metadata
+from bert.tasks.windows import WindowSettings
+from stages._lib.common import load_features, require_input
 from stages._lib.tasks import get_task, head_for, manifest_labels
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
 
@@ -89,11 +90,16 @@ class Finetune(TrainingStage):
 
 def describe_model(spec: TaskSpec, manifest: CacheManifest, folder: Path) -> None:
     """Write what the model was fine-tuned for into its folder (bert/tasks/folder.py: config.json's id2label,
-    label2id, problem_type and task entry, tokenizer_config.json's casing), from the features it was trained
-    on: `bert predict --model FOLDER` needs no --task, and HF's Auto classes read the same labels."""
-    squad = ({"doc_stride": manifest.doc_stride, "max_query_length": manifest.max_query_length}
-             if manifest.doc_stride else {})
-    write_task_metadata(folder, metadata_for_task(spec, manifest.max_seq_length, **squad), manifest.do_lower_case)
+    label2id, problem_type and task entry with its input geometry, windows included; tokenizer_config.json's
+    casing), from the features it was trained on: `bert predict --model FOLDER` and the predict stage need no
+    --task and read inputs exactly as tokenize did, and HF's Auto classes read the same labels."""
+    settings: dict[str, Any] = {}
+    if spec.kind is TaskKind.SQUAD:
+        settings.update(doc_stride=manifest.doc_stride, max_query_length=manifest.max_query_length)
+    window = manifest.extra.get("window")
+    if window:
+        settings["window"] = WindowSettings(window["stride"], window["combine"])
+    write_task_metadata(folder, metadata_for_task(spec, manifest.max_seq_length, **settings), manifest.do_lower_case)
 
 
 def source_record(model_dir: Path) -> Optional[dict]:
