@@ -230,3 +230,8 @@ def test_documented_choices_are_accepted():
             assert listed == accepted, (key, listed, accepted)
             comment = re.search(rf"(?m)^finetune:(?:\n .*)*?\n  {key}: \S+ +# (.*)$", params).group(1)
             assert all(choice in comment for choice in accepted), (key, comment, accepted)
+    with tally(BAD_INPUT, "finetune.select: the choices README and params.yaml list are those accepted"):
+        accepted = fields["select"].metadata["choices"]
+        row = next(line for line in readme.splitlines() if line.startswith("| `finetune.eval_every`, `select`"))
+        comment = re.search(r"(?m)^  select: \S+ +# (.*)$", params).group(1)
+        assert all(f"`{choice}`" in row and f"{choice} (" in comment for choice in accepted), (row, comment)
