@@ -7,11 +7,10 @@
 
 dvc.yaml runs it through ``python -m bert.engine.launch`` (torchrun, asking ``preflight`` first); it also runs
 as ``python -m stages.finetune ...`` (one process) and under the old ``python -m torch.distributed.launch``.
-Rank 0 writes the fine-tuned model folder (config.json,
-model.safetensors, vocab.txt, training.json) and the per-step training history (a JSON list, one
-point per ``log_every`` optimizer steps, read by ``dvc plots``); resumable checkpoints live under
-``--work`` and are dropped once the run has finished. The steps every training stage shares are
-stages._lib.training's; what is the task's own is here.
+Rank 0 writes the fine-tuned model folder (config.json, model.safetensors, vocab.txt, training.json) and the
+per-step training history (a JSON list, one point per ``log_every`` optimizer steps and one at each evaluation,
+read by ``dvc plots``); resumable checkpoints live under ``--work`` and are dropped once the run has finished.
+The steps every training stage shares are stages._lib.training's; what is the task's own is here.
 
 With ``finetune.eval_every`` > 0 the dev split (``<features>/dev``; SQuAD also reads ``--data``'s dev file) is
 scored every eval_every optimizer steps and at the last, by the evaluate stage's own code with its params
@@ -56,7 +55,7 @@ class FinetuneParams(TrainingParams):
 @dataclass
 class DevEvaluator:
     """The dev figures of the model in training, as the evaluate stage computes them (stages._lib.scoring's
-    predict_dev and dev_metrics, its params); the engine's Evaluator (bert.engine.selection), run on rank 0's device."""
+    predict_dev and dev_metrics, its params): the engine's Evaluator (bert.engine.selection), on rank 0's device."""
 
     spec: TaskSpec
     dev: CachedFeatures
