@@ -452,8 +452,9 @@ def fit(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], Batch],
         work_dir: checkpoints go to work_dir/checkpoints/.
         ctx: from setup_distributed(); None means one process on the CPU.
         lengths: true sequence lengths, for length-grouped batches (with cfg.group_by_length).
-        on_log: called on rank 0 every cfg.log_every steps with {"step", "epoch", "loss",
-            "learning_rate", "loss_scale", "sequences_per_second", "skipped_steps"}.
+        on_log: called on rank 0 every cfg.log_every steps (and at every evaluation) with {"step", "epoch",
+            "loss", "learning_rate", "loss_scale", "sequences_per_second", "skipped_steps"}, plus the
+            evaluator's figures at an evaluated step.
         progress: show a tqdm bar on rank 0.
         evaluator: with cfg.eval_every, scores the model on rank 0 every eval_every steps and at the last;
             its figures join that step's history point (a point is logged there), its primary one selects
