@@ -5,6 +5,7 @@ SIGKILLed run resumes to the same choice, and MLflow holds the dev metric's hist
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -56,26 +57,27 @@ def _args(inputs, minilm_dir, out: Path, params: str = "params") -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(inputs, minilm_dir, tmp_path_factory):
-    """The stage's own run (its prepare: model, data, evaluator) through the engine, every evaluated step's
-    weights saved as a model folder, as the checkpoint of that step holds them; no early stop."""
+    """The stage's own run (its prepare: model, data, evaluator) through the engine with a checkpoint kept at
+    every evaluated step, each checkpoint's weights written as a model folder; no early stop."""
+    from bert.engine.checkpoint import list_checkpoints, load_checkpoint
+
     root = tmp_path_factory.mktemp("reference")
     stage = finetune.Finetune(finetune.__doc__)
     args = stage.parser().parse_args(_args(inputs, minilm_dir, root))
     params = finetune.load_section("finetune", finetune.FinetuneParams, args.params)
     run = stage.prepare(args, params, DistContext())
+    config = dataclasses.replace(run.config, checkpoint_every=3, keep_checkpoints=len(EVAL_STEPS))  # and the last
+    result = fit(run.model, run.dataset, run.collate_fn, config, root / "work", lengths=run.dataset.lengths,
+                 progress=False, evaluator=run.evaluator)
     folders = {}
-
-    def saving(model):
-        step = len(folders)
-        folders[EVAL_STEPS[step]] = folder = root / f"step{EVAL_STEPS[step]}"
+    for step, path in list_checkpoints(root / "work"):
+        folders[step] = folder = root / f"step{step}"
+        model = finetune.head_for(run.evaluator.spec)[0].from_pretrained(minilm_dir, num_labels=2)
+        model.load_state_dict(load_checkpoint(path)["model"])
         model.save_pretrained(folder)
         shutil.copyfile(minilm_dir / "vocab.txt", folder / "vocab.txt")
         (folder / "training.json").write_text(json.dumps({"task": "demo-pair"}))
-        return run.evaluator(model)
-
-    saving.primary = run.evaluator.primary
-    result = fit(run.model, run.dataset, run.collate_fn, run.config, root / "work", lengths=run.dataset.lengths,
-                 progress=False, evaluator=saving)
+    shutil.rmtree(root / "work")
     return result, folders
 
 
