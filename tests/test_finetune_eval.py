@@ -205,3 +205,17 @@ def test_a_squad_task_without_data_is_refused_naming_the_flag(inputs, minilm_dir
     stage = finetune.Finetune(finetune.__doc__)
     with pytest.raises(ValueError, match="^--data: finetune.eval_every scores demo-qa's dev set"):
         finetune.dev_evaluator(stage.parser().parse_args(args), finetune.get_task("demo-qa"), DistContext())
+
+
+def test_a_trials_precision_tag_is_the_one_it_trained_in(tmp_path):
+    """finetune lists evaluate.precision among its params (its dev evaluations use it): the trial's precision
+    tag still comes from what it trained with (training.json's params)."""
+    from pipeline.dvcgraph import StageSpec
+    from pipeline.stagerun import run_facts
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "training.json").write_text(json.dumps({"world_size": 1, "params": {"precision": "bf16"}}))
+    spec = StageSpec("finetune@demo-pair-1", "", (), ("model",), (), (), (), ("finetune.precision",
+                     "evaluate.precision"), ())
+    params = {"finetune.precision": "bf16", "evaluate.precision": "fp32"}
+    assert run_facts(tmp_path, spec, params)["precision"] == "bf16"
