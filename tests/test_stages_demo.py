@@ -73,8 +73,10 @@ def test_every_demo_task_beats_its_baselines_by_20_points(demo):
     figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
     assert figures == ["demo-mc-confusion.png", "demo-mc-dev.png", "demo-mc-training.png", "demo-pair-confusion.png",
                        "demo-pair-dev.png", "demo-pair-training.png", "demo-qa-dev.png", "demo-qa-training.png"]
+    seed = values["seeds"][0]
     for task in metrics:
         assert f"![{task} dev metric during training](figures/{task}-dev.png)" in markdown
+        assert f"- {task} seed {seed}: dev_{metrics[task]['primary']} best " in markdown  # the kept step listed
 
 
 def test_the_evaluate_stage_finds_the_figure_fine_tuning_selected_by(demo):
