@@ -129,6 +129,9 @@ def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, 
             for key in ("device", "allocator"):  # the allocator: why two runs' speeds differ
                 if environment.get(key):
                     facts[key] = str(environment[key])
+            trained = summary.get("params")
+            if isinstance(trained, dict) and "precision" in trained:  # not the evaluate.* keys finetune also lists
+                facts["precision"] = str(trained["precision"])
             break
     return facts
 

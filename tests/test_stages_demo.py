@@ -3,7 +3,8 @@ built-in tasks, fewer examples) puts every task at least 20 points above its unt
 the report's metrics.json, and its majority-class baseline too (classification and multiple choice).
 
 The stages run in-process in dvc.yaml's order with the paths dvc.yaml uses, from params.yaml with only
-the sizes made smaller.
+the sizes made smaller, and evaluation during training on (every 4 of the 16 steps, the best step kept): the
+evaluate stage then finds, for each task kind, exactly the figure fine-tuning selected by.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def demo(tmp_path_factory):
     values["seeds"] = values["seeds"][:1]
     values["data"]["builtin"].update(train_examples=128, dev_examples=64)
     values["tokenize"]["max_seq_length"] = 48
+    values["finetune"].update(eval_every=4, select="best")
     (root / "params.yaml").write_text(yaml.safe_dump(values))
     p = ["--params", str(root / "params.yaml")]
     seed = values["seeds"][0]
@@ -40,7 +42,8 @@ def demo(tmp_path_factory):
         model = r(f"models/finetuned/{task}/seed{seed}")
         assert finetune.main(["--task", task, "--seed", str(seed), "--features", features, "--model",
                               r("models/pretrained"), "--out", model, "--history",
-                              r(f"reports/history/{task}/seed{seed}.json"), "--work", r(f"checkpoints/{task}"), *p]) == 0
+                              r(f"reports/history/{task}/seed{seed}.json"), "--work", r(f"checkpoints/{task}"),
+                              "--data", raw, *p]) == 0
         common = ["--task", task, "--features", features, "--data", raw, *p]
         assert evaluate.main([*common, "--model", model, "--out", r(f"reports/eval/{task}/seed{seed}")]) == 0
         assert evaluate.main([*common, "--model", r("models/pretrained"), "--untrained",
@@ -72,8 +75,28 @@ def test_every_demo_task_beats_its_baselines_by_20_points(demo):
     for task in metrics:
         assert f"| {task} | **{metrics[task]['primary']}** |" in markdown
     figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
-    assert figures == ["demo-mc-confusion.png", "demo-mc-training.png", "demo-pair-confusion.png",
-                       "demo-pair-training.png", "demo-qa-training.png"]
+    assert figures == ["demo-mc-confusion.png", "demo-mc-dev.png", "demo-mc-training.png", "demo-pair-confusion.png",
+                       "demo-pair-dev.png", "demo-pair-training.png", "demo-qa-dev.png", "demo-qa-training.png"]
+    seed = values["seeds"][0]
+    for task in metrics:
+        assert f"![{task} dev metric during training](figures/{task}-dev.png)" in markdown
+        assert f"- {task} seed {seed}: dev_{metrics[task]['primary']} best " in markdown  # the kept step listed
+
+
+def test_the_evaluate_stage_finds_the_figure_fine_tuning_selected_by(demo):
+    """select: best wrote the weights of the best evaluation: evaluating them gives that figure again, for a
+    classification, a SQuAD and a multiple-choice task (the dev curve's kept point is the report's result)."""
+    root, values = demo
+    seed = values["seeds"][0]
+    for task in values["tasks"]:
+        record = json.loads((root / "reports" / "eval" / task / f"seed{seed}" / "metrics.json").read_text())
+        selection = record["training"]["selection"]
+        history = json.loads((root / "reports" / "history" / task / f"seed{seed}.json").read_text())
+        dev = {p["step"]: p[selection["metric"]] for p in history if selection["metric"] in p}
+        assert sorted(dev) == [4, 8, 12, 16] and selection["evaluations"] == 4
+        assert selection["best_value"] == max(dev.values()) == dev[selection["selected_step"]]
+        assert selection["metric"] == f"dev_{record['primary']}"
+        assert abs(record["metrics"][record["primary"]] - selection["best_value"]) <= 1e-6, (task, record["metrics"])
 
 
 def test_the_predict_stage_scores_the_generated_test_splits_as_dev(demo):
