@@ -130,6 +130,9 @@ def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, 
             for key in ("device", "allocator"):  # the allocator: why two runs' speeds differ
                 if environment.get(key):
                     facts[key] = str(environment[key])
+            trained = summary.get("params")
+            if isinstance(trained, dict) and "precision" in trained:  # not the evaluate.* keys finetune also lists
+                facts["precision"] = str(trained["precision"])
             break
     return facts
 
@@ -384,9 +387,7 @@ class StageRun:
                 self._log_file(path, run_id, "eval")
         from pipeline.models import log_trial_model
 
-        length = self.values.get("tokenize.max_seq_length")
-        model_id = log_trial_model(tracker, run_id, root / model_rel, record.get("kind"), f"{task}-seed{seed}",
-                                   length if isinstance(length, int) else None)
+        model_id = log_trial_model(tracker, run_id, root / model_rel, f"{task}-seed{seed}")
         tracker.log_metrics(run_id, dev, model_id=model_id)
 
     def _trial_from_model(self, task: str, seed: int, key: str, training: dict, model_rel: str,

@@ -54,6 +54,12 @@ CASES = {
                                              ["finetune.nproc: {many} processes, but this machine has"]),
     "a global batch the processes cannot share": ({"grad_accum_steps: 1": "grad_accum_steps: 3"},
                                                   ["finetune.global_batch_size", "not a multiple of grad_accum_steps 3"]),
+    "select: foo": ({"select: last ": "select: foo "}, ["finetune.select", "expected one of last, best, got 'foo'"]),
+    "a negative patience": ({"patience: 0 ": "patience: -1 "}, ["finetune.patience", "expected at least 0, got -1"]),
+    "patience without eval_every": ({"patience: 0 ": "patience: 3 "},
+                                    ["finetune.patience", "3 needs evaluations during training", "eval_every"]),
+    "select: best without eval_every": ({"select: last ": "select: best "},
+                                        ["finetune.select", "best needs evaluations during training"]),
 }
 
 
@@ -230,3 +236,8 @@ def test_documented_choices_are_accepted():
             assert listed == accepted, (key, listed, accepted)
             comment = re.search(rf"(?m)^finetune:(?:\n .*)*?\n  {key}: \S+ +# (.*)$", params).group(1)
             assert all(choice in comment for choice in accepted), (key, comment, accepted)
+    with tally(BAD_INPUT, "finetune.select: the choices README and params.yaml list are those accepted"):
+        accepted = fields["select"].metadata["choices"]
+        row = next(line for line in readme.splitlines() if line.startswith("| `finetune.eval_every`, `select`"))
+        comment = re.search(r"(?m)^  select: \S+ +# (.*)$", params).group(1)
+        assert all(f"`{choice}`" in row and f"{choice} (" in comment for choice in accepted), (row, comment)

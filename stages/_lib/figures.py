@@ -30,6 +30,24 @@ def training_curves(path: Path, task: str, histories: dict[int, list[dict]]) -> 
     plt.close(fig)
 
 
+def dev_curves(path: Path, task: str, metric: str, histories: dict[int, list[dict]], selected: dict[int, int]) -> None:
+    """The dev metric evaluated during training against the optimizer step, one line per seed; the step whose
+    weights each run kept (`selected`: seed -> step) circled."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for seed, points in sorted(histories.items()):
+        dev = [(p["step"], p[metric]) for p in points if metric in p]
+        (line,) = ax.plot([s for s, _ in dev], [v for _, v in dev], marker=".", label=f"seed {seed}")
+        kept = [v for s, v in dev if s == selected.get(seed)]
+        if kept:
+            ax.plot([selected[seed]], kept, "o", markersize=10, fillstyle="none", color=line.get_color())
+    ax.set(title=f"{task}: {metric} during training (circled: kept)", xlabel="optimizer step", ylabel=metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def confusion_matrix(path: Path, task: str, counts: Sequence[Sequence[int]], labels: Sequence[str], note: str) -> None:
     """A heat map of gold (rows) against predicted (columns) counts, each cell annotated."""
     k = len(labels)
