@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from bert.io.fileio import atomic_write_text
+
 PROGRAM = re.compile(r"torchrun|python[0-9.]*")  # programs whose `-m X` runs module X (python3.11 too)
 LAUNCHERS = ("bert.engine.launch",)  # modules that, as torchrun, run the module of a later `-m X`
 SKIP_DIRS = ("node_modules", "__pycache__")  # never hold a dvc.yaml; hidden folders and venvs are skipped too
@@ -427,9 +429,7 @@ def write(root: str | os.PathLike) -> list[Path]:
         if dirty:
             out = io.StringIO()
             yaml.dump(doc, out)
-            tmp = dvcfile.with_name(f".{dvcfile.name}.tmp")
-            tmp.write_text(out.getvalue(), encoding="utf-8")
-            os.replace(tmp, dvcfile)
+            atomic_write_text(dvcfile, out.getvalue())
             changed.append(dvcfile)
     return changed
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from pathlib import Path
 from typing import Any, Optional
+
+from bert.io.jsonfile import parse_json, read_json
 
 GPU_RESOURCE = "nvidia.com/gpu"
 VARIABLES: dict[str, dict[str, Any]] = {
@@ -65,12 +66,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    text = sys.stdin.read() if args[0] == "-" else Path(args[0]).read_text(encoding="utf-8")
     try:
-        base = json.loads(text)
+        base = parse_json(sys.stdin.read(), "-", dict) if args[0] == "-" else read_json(args[0], dict)
         print(json.dumps(gpu_job_template(base), indent=2))
     except ValueError as err:
-        print(f"{args[0]}: {err}", file=sys.stderr)
+        print(err if str(err).startswith(args[0]) else f"{args[0]}: {err}", file=sys.stderr)
         return 1
     return 0
 

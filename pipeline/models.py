@@ -35,7 +35,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from bert.io.fileio import atomic_path, atomic_write_text
 from bert.io.fingerprint import file_digests
+from bert.io.jsonfile import read_json_object
 from pipeline.tracking import Tracker
 
 SERVING = Path(__file__).with_name("serving.py")
@@ -59,10 +61,10 @@ def model_kind(model_dir: Path) -> str:
     """The kind of a fine-tuned folder (TaskKind's value), from its config.json's task entry, which the finetune
     stage writes (bert/tasks/folder.py)."""
     try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_json_object(model_dir / "config.json")
+    except ValueError:
         config = {}
-    entry = config.get("task") if isinstance(config, dict) else None
+    entry = config.get("task")
     if isinstance(entry, dict) and entry.get("kind") in EXAMPLES:
         return entry["kind"]
     raise ValueError(f"{model_dir}/config.json has no task entry saying what the model was fine-tuned for; "
@@ -135,7 +137,7 @@ def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, na
                                                    model_type=f"bert-{kind}")
         with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
             digests = Path(tmp, DIGESTS_FILE)  # what the loader checks the model's files against
-            digests.write_text(json.dumps(file_digests(model_dir), indent=1), encoding="utf-8")
+            atomic_write_text(digests, json.dumps(file_digests(model_dir), indent=1))
             Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
                       python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), DIGESTS: str(digests)},
                       code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
@@ -170,6 +172,7 @@ def _md5(path: Path) -> str:
 
 
 def _reflink(source: Path, target: Path) -> None:
+    """Make `target` share `source`'s bytes copy-on-write (OSError where the file system cannot)."""
     with open(source, "rb") as src, open(target, "wb") as dst:
         fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
 
@@ -192,18 +195,17 @@ def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
             done["copied"] += size
             continue
         # a hard link only to a read-only object: the logged file must not be a way to edit DVC's cache
-        ways = ["reflink"] + (["hardlink"] if not source.stat().st_mode & 0o222 else [])
-        temporary = path.with_name(f".{path.name}.link")
-        for how in ways:
+        for how in ["reflink"] + (["hardlink"] if not source.stat().st_mode & 0o222 else []):
             try:
-                temporary.unlink(missing_ok=True)
-                _reflink(source, temporary) if how == "reflink" else os.link(source, temporary)
+                with atomic_path(path) as temporary:  # the copy stays unless the link is whole
+                    if how == "hardlink":
+                        os.link(source, temporary)
+                    else:
+                        _reflink(source, temporary)
             except OSError:
                 continue
-            os.replace(temporary, path)
             done["linked"] += size
             break
         else:
-            temporary.unlink(missing_ok=True)
             done["copied"] += size
     return done

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bert.io.fileio import atomic_write_text
+
 
 def parse_assignment(text: str) -> tuple[str, Any]:
     """"finetune.learning_rate=5e-5" -> ("finetune.learning_rate", 5e-05): the value is read as YAML 1.2.
@@ -69,7 +71,5 @@ def apply_overrides(path: str | os.PathLike, overrides: dict[str, Any]) -> dict[
     if changed:
         buffer = io.StringIO()
         yaml.dump(doc, buffer)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, buffer.getvalue())
     return changed

@@ -37,6 +37,7 @@ PIPELINES = {
         "finetune": ("stages.finetune", "FinetuneParams"),
         "evaluate": ("stages.evaluate", "EvaluateParams"),
         "report": ("stages.report", "ReportParams"),
+        "predict": ("stages.predict", "PredictParams"),
     },
     "pretrain/params.yaml": {
         "model": ("stages.convert", "ModelParams"),
@@ -85,6 +86,9 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
         params = build(getattr(importlib.import_module(module), name), values[section], section, path)
         if section in TRAINING_SECTIONS:
             check_launch(section, params, params.nproc, path)
+        if matrix and section == "predict" and params.seed is not None and params.seed not in load_matrix(path).seeds:
+            raise ParamsError(f"{path}: predict.model: {params.model} names no model: seed {params.seed} is not "
+                              f"one of seeds {load_matrix(path).seeds}")
 
 
 def check_project(root: Path) -> None:

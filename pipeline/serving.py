@@ -78,7 +78,7 @@ class BertPyfunc(PythonModel):
     """A fine-tuned model folder behind MLflow's pyfunc interface (module docstring)."""
 
     def load_context(self, context: Any) -> None:
-        from bert.inference.predictor import Predictor
+        from bert.inference.predictor import Predictor  # the bert package ships with the model
 
         digests = context.artifacts.get("sha256")  # absent from a model logged before the check existed
         verify_model_files(Path(context.artifacts["model"]),

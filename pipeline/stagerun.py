@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import platform
 import re
@@ -32,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from bert.io import jsonfile
+from bert.io.fileio import scratch_folder
 from pipeline.dvcgraph import StageSpec, load_pipeline, stage_hashes
 from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, STAGE_TAG, Tracker, git_facts, metric_key,
                                numeric_leaves, read_params)
@@ -72,11 +73,11 @@ def read_history_file(path: Path) -> Optional[list[dict]]:
     if not path.is_file() or path.suffix not in (".json", ".jsonl"):
         return None
     try:
-        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
-            records = json.loads(text)
+            records = jsonfile.read_json(path)
         else:
-            records = [json.loads(x) for x in text.splitlines() if x.strip()]
+            records = [jsonfile.parse_json(x, str(path), first_line=n)
+                       for n, x in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if x.strip()]
     except (OSError, ValueError):
         return None
     if isinstance(records, list) and records and all(isinstance(r, dict) and "step" in r for r in records):
@@ -104,7 +105,7 @@ def read_json(path: Path) -> Any:
     try:
         if path.stat().st_size > SUMMARY_MAX_BYTES:
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        return jsonfile.read_json(path)
     except (OSError, ValueError):
         return None
 
@@ -129,6 +130,9 @@ def run_facts(root: Path, spec: StageSpec, params: dict[str, Any]) -> dict[str, 
             for key in ("device", "allocator"):  # the allocator: why two runs' speeds differ
                 if environment.get(key):
                     facts[key] = str(environment[key])
+            trained = summary.get("params")
+            if isinstance(trained, dict) and "precision" in trained:  # not the evaluate.* keys finetune also lists
+                facts["precision"] = str(trained["precision"])
             break
     return facts
 
@@ -342,7 +346,7 @@ class StageRun:
             parent = path.relative_to(self.root).parent.as_posix()
             artifact_path = None if parent == "." else parent
         if path.suffix == ".html" and path.is_file():
-            with tempfile.TemporaryDirectory(prefix="bert-html-") as tmp:
+            with scratch_folder(Path(tempfile.gettempdir()) / "bert-html") as tmp:  # gone after a kill too
                 page = Path(tmp) / path.name
                 page.write_text(inline_images(path.read_text(encoding="utf-8"), path.parent), encoding="utf-8")
                 self.tracker.log_artifact(run_id, page, artifact_path)

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from bert.io.fileio import scratch_folder
 from pipeline.stagerun import StageRun
 from pipeline.tracking import PipelineRun, project_root, tracking_off
 
@@ -85,8 +85,11 @@ class HistoryTail:
 
 def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
     """Run `cmd` tracked as stage `stage`; returns its exit status (negative: killed by that signal)."""
-    scratch = Path(tempfile.mkdtemp(prefix="bert-track-"))
-    stream = scratch / "history.jsonl"
+    with scratch_folder(Path(tempfile.gettempdir()) / "bert-track") as scratch:  # gone after a kill too
+        return _run_tracked(cmd, stage, root, under_dvc, scratch / "history.jsonl")
+
+
+def _run_tracked(cmd: list[str], stage: str, root: Path, under_dvc: bool, stream: Path) -> int:
     env = {**os.environ, HISTORY_ENV: str(stream)}
     child = subprocess.Popen(cmd, env=env)  # first, so MLflow's start-up overlaps the stage's
 
@@ -118,7 +121,6 @@ def run(cmd: list[str], stage: str, root: Path, under_dvc: bool) -> int:
         tracked.finish(returncode, killed=bool(received) or returncode < 0)
     except Exception as err:
         print(f"[mlflow {stage}] tracking could not finish: {type(err).__name__}: {err}", file=sys.stderr)
-    shutil.rmtree(scratch, ignore_errors=True)
     return returncode
 
 

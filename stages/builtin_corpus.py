@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
+from bert.io.fileio import atomic_copy, atomic_write_text
 from bert.io.settings import at_least, one_of
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
 from stages._lib.params import DEFAULT_PRETRAIN_PARAMS, load_section
@@ -144,13 +144,13 @@ def write_corpus(params: CorpusParams, out: Path) -> dict:
     """Write corpus.txt into the empty folder `out`; returns the SOURCE.json record."""
     target = out / CORPUS_FILE
     if params.source == "builtin":
-        target.write_text(generate_corpus(params.builtin.documents, params.builtin.seed), encoding="utf-8")
+        atomic_write_text(target, generate_corpus(params.builtin.documents, params.builtin.seed))
         origin = {"source": "builtin", "documents": params.builtin.documents, "seed": params.builtin.seed}
     else:
         local = Path(params.local_file)
         if not local.is_file():
             raise ValueError(f"corpus.local_file: {local} is not a file (expected text, one sentence per line)")
-        shutil.copyfile(local, target)
+        atomic_copy(local, target)
         origin = {"source": "local", "local_file": str(local.resolve())}
     try:
         text = target.read_text(encoding="utf-8")

@@ -13,12 +13,12 @@ one) and SOURCE.json; the weights are loaded and checked, so a broken checkpoint
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
+from bert.io.fileio import atomic_copy
 from bert.modeling import BertForPreTraining, BertModel
 from bert.model.pretrained import resolve_model_dir
 from bert.model.weights import WEIGHTS_NAMES, load_state_dict_file
@@ -62,7 +62,7 @@ def convert(name: str, out: Path) -> dict:
         model.save_pretrained(out)
         for file in TOKENIZER_FILES:
             if (source / file).is_file():
-                shutil.copyfile(source / file, out / file)
+                atomic_copy(source / file, out / file)
     if not (out / "vocab.txt").is_file():
         raise ValueError(f"model.name: {name} ({source}) has no vocab.txt beside its weights")
     return {

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bert.io.download import sha256_of
-from bert.io.fileio import scratch_folder
+from bert.io.fileio import atomic_copy, scratch_folder
 from bert.io.settings import at_least, one_of
 from stages._lib import builtin_data, datasets
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
@@ -88,7 +87,7 @@ def copy_local(task: str, folder: Path, out: Path) -> dict[str, str]:
     copied = {}
     for split, name in task_files(task).items():
         if (folder / name).is_file():
-            shutil.copyfile(folder / name, out / name)
+            atomic_copy(folder / name, out / name)
             copied[split] = name
     return copied
 
@@ -100,7 +99,7 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
 
     cache = download_cache_dir() / ("mnli" if task == "mnli-mm" else task)  # one MNLI.zip for both
     fetched = []
-    for remote in source.files:
+    for remote in (*source.files, *source.also):
         url = remote_url(task, remote, mirror)
         path = download(url, cache / remote.name, sha256=remote.sha256)
         blob = git_blob_id(path) if remote.git_blob else None
@@ -120,6 +119,9 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
         else:
             src = cache
         files = copy_local(task, src, out)
+    for remote in source.also:
+        atomic_copy(cache / remote.name, out / remote.name)
+        files[remote.name] = remote.name
     for name, digest in source.expected.items():
         if (out / name).is_file() and sha256_of(out / name) != digest:
             raise ValueError(f"{out / name}: sha256 {sha256_of(out / name)} is not the official {digest}")
@@ -141,6 +143,12 @@ def materialise(task: str, params: DataParams, out: Path, params_file: Path = DE
     elif params.source == "local":
         folder = find_local_folder(task, params.local_dir)
         files = copy_local(task, folder, out)
+        for name in (r.name for r in SOURCES[task].also) if task in SOURCES else ():
+            # beside the task's files, or in the GLUE folder's diagnostic/ (download_glue_data.py's layout)
+            found = [p for p in (folder / name, folder.parent / FOLDER_NAMES["ax"] / name) if p.is_file()]
+            if found:
+                atomic_copy(found[0], out / name)
+                files[name] = name
         origin = {"source": "local", "folder": str(folder.resolve())}
     else:
         if task not in SOURCES:

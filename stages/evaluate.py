@@ -10,54 +10,31 @@ format, plus nbest_predictions.json). All metrics are in points (0-100), as GLUE
 ``evaluate.baseline_seed``), not fine-tuned. Classification and multiple choice also get the
 majority-class baseline: always predicting the train set's most frequent label (or choice position); a
 multi-label task each label's most frequent value in train.
+Features cut into windows (tokenize.windows) are scored per example: its windows' logits combined (mean or
+max, as the manifest says) by bert.tasks.windows.combine_windows, as ``bert predict`` combines them.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from bert.data.cache import METADATA, CachedFeatures, pad_collate
-from bert.engine import predict, setup_distributed
+from bert.data.cache import CachedFeatures
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks.metrics import task_metrics
-from bert.tasks.records import SquadFeatures, SquadResult
-from bert.tasks.squad import load_squad_json
-from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
-from bert.tasks.squad_postprocess import compute_predictions
-from bert.engine.precision import PRECISIONS
-from bert.io.settings import at_least, one_of
-from bert.io.fileio import sha256_of
 from stages._lib.common import (atomic_outputs, load_features, read_json, require_input, run_stage, stage_parser,
                                 write_json)
 from stages._lib.params import DEFAULT_PARAMS, load_section
+from stages._lib.scoring import (EvaluateParams, Scored, first_windows, in_points, label_metrics, predict_dev,
+                                 squad_metrics)
 from stages._lib.tasks import get_task, head_for, manifest_labels, primary_metric
 
 logger = logging.getLogger("stages.evaluate")
-MULTI_LABEL_THRESHOLD = 0.5  # a label's probability above which a multi-label model predicts it
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    """Section ``evaluate``."""
-
-    batch_size: int = field(metadata=at_least(1))
-    precision: str = field(metadata=one_of(*PRECISIONS))
-    n_best_size: int = field(metadata=at_least(1))  # SQuAD
-    max_answer_length: int = field(metadata=at_least(1))  # SQuAD, in tokens
-    null_score_diff_threshold: float  # SQuAD v2.0
-    baseline_seed: int  # seeds the random head of the untrained baseline
-
-
-def _points(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: 100.0 * v for k, v in metrics.items()}
 
 
 def confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
@@ -68,22 +45,19 @@ def confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
 
 
 def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeatures, train_labels: torch.Tensor):
-    """Metrics, confusion, majority baseline and per-example predictions of GLUE and SWAG tasks."""
-    gold = dev.labels("labels").numpy()
-    ids = (dev.metadata or {}).get("ids") or [str(i) for i in range(len(dev))]
+    """Metrics, confusion, majority baseline and per-example predictions of GLUE, SWAG and own-data tasks
+    (train_labels: one per example)."""
+    scored = label_metrics(spec, logits, dev)
     if spec.kind is TaskKind.MULTI_LABEL_CLASSIFICATION:
-        return multilabel_metrics(spec, logits, gold, ids, train_labels)
+        return multilabel_extra(spec, scored, train_labels)
+    logits, gold, ids, pred, metrics = scored.logits, scored.gold, scored.ids, scored.pred, scored.metrics
     if spec.kind is TaskKind.REGRESSION:
-        pred = logits.view(-1).float().numpy()
-        metrics = _points(task_metrics(spec, pred, gold))
         rows = [{"id": i, "label": float(g), "prediction": float(p)} for i, g, p in zip(ids, gold, pred, strict=True)]
         return metrics, {"predictions": rows}
-    pred = logits.argmax(-1).numpy()
     k = logits.shape[-1]
     names = list(spec.labels) if spec.labels else [str(c) for c in range(k)]
-    metrics = _points(task_metrics(spec, pred, gold))
     majority_class = int(torch.bincount(train_labels.long(), minlength=k).argmax())
-    majority = _points(task_metrics(spec, np.full_like(gold, majority_class), gold))
+    majority = in_points(task_metrics(spec, np.full_like(gold, majority_class), gold))
     probs = torch.softmax(logits.float(), -1).numpy()
     rows = [{"id": i, "label": names[g], "prediction": names[p], "probabilities": [round(float(x), 6) for x in pr]}
             for i, g, p, pr in zip(ids, gold, pred, probs, strict=True)]
@@ -97,59 +71,22 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
     return metrics, extra
 
 
-def multilabel_metrics(spec: TaskSpec, logits: torch.Tensor, gold: np.ndarray, ids: list, train_labels: torch.Tensor):
-    """Micro and macro F1 and exact match of a multi-label task: a label is predicted when its sigmoid is above
-    MULTI_LABEL_THRESHOLD (bert predict's default); the majority baseline predicts each label's most frequent
-    value in train."""
-    probs = torch.sigmoid(logits.float()).numpy()  # [N, L]
-    pred, gold = probs > MULTI_LABEL_THRESHOLD, gold > 0.5
+def multilabel_extra(spec: TaskSpec, scored: Scored, train_labels: torch.Tensor):
+    """A multi-label task's micro and macro F1 and exact match (scoring's label_metrics: a label is predicted when
+    its sigmoid is above MULTI_LABEL_THRESHOLD), its majority baseline (each label's most frequent value in
+    train) and per-example predictions."""
+    probs = torch.sigmoid(scored.logits.float()).numpy()  # [E, L]
+    pred, gold = scored.pred, scored.gold > 0.5
     names = list(spec.labels)
-    metrics = _points(task_metrics(spec, pred, gold))
     majority_row = (train_labels.float().mean(0) > 0.5).numpy()
-    majority = _points(task_metrics(spec, np.broadcast_to(majority_row, gold.shape), gold))
+    majority = in_points(task_metrics(spec, np.broadcast_to(majority_row, gold.shape), gold))
     chosen = lambda row: [n for n, on in zip(names, row) if on]  # noqa: E731
     rows = [{"id": i, "label": chosen(g), "prediction": chosen(p), "probabilities": [round(float(x), 6) for x in pr]}
-            for i, g, p, pr in zip(ids, gold, pred, probs, strict=True)]
+            for i, g, p, pr in zip(scored.ids, gold, pred, probs, strict=True)]
     extra = {"labels": names, "predicted_counts": pred.sum(0).tolist(), "gold_counts": gold.sum(0).tolist(),
              "majority": {"class": "+".join(chosen(majority_row)) or "(no label)", "metrics": majority},
              "predictions": rows}
-    return metrics, extra
-
-
-def squad_metrics(spec: TaskSpec, outputs: tuple, dev: CachedFeatures, data_dir: Path, params: EvaluateParams):
-    """EM/F1 by the official script, from the windows' start and end logits."""
-    dev_file = spec.processor.path(data_dir, "dev")
-    if dev.manifest.extra.get("source_sha256") != sha256_of(dev_file):
-        raise ValueError(f"{dev_file}: not the file the features in {dev.folder} were made from (another "
-                         "sha256 than their manifest records); re-run the tokenize stage")
-    examples = spec.processor.get_examples(data_dir, "dev")
-    features = squad_features(dev)
-    start_logits, end_logits = outputs
-    results = [SquadResult(f.unique_id, start_logits[i, : len(f.tokens)].tolist(),
-                           end_logits[i, : len(f.tokens)].tolist()) for i, f in enumerate(features)]
-    v2 = spec.processor.version_2_with_negative
-    answers = compute_predictions(examples, features, results, params.n_best_size, params.max_answer_length,
-                                  dev.manifest.do_lower_case, v2, params.null_score_diff_threshold)
-    dataset = load_squad_json(spec.processor.path(data_dir, "dev"))
-    if v2:
-        metrics = evaluate_v2(dataset, answers.predictions, answers.null_odds)
-        metrics = {"exact_match": metrics["exact"], "f1": metrics["f1"],
-                   **{k: v for k, v in metrics.items() if k not in ("exact", "f1", "total")}}
-    else:
-        metrics = evaluate_v1(dataset, answers.predictions)
-    return metrics, {"predictions": answers.predictions, "nbest": answers.nbest}
-
-
-def squad_features(dev: CachedFeatures) -> list[SquadFeatures]:
-    """The SQuAD dev features' token maps, from the split's metadata.json (one entry per feature)."""
-    keys = {"unique_id", "example_index", "doc_span_index", "tokens", "token_to_orig_map", "token_is_max_context"}
-    metadata = dev.metadata
-    if not isinstance(metadata, list):
-        raise ValueError(f"{dev.folder / METADATA}: expected a list of SQuAD token maps, one per feature")
-    for i, meta in enumerate(metadata):
-        if not isinstance(meta, dict) or meta.keys() != keys:
-            raise ValueError(f"{dev.folder / METADATA}: feature {i}: expected the keys {sorted(keys)}")
-    return [SquadFeatures(input_ids=[], segment_ids=[], **meta) for meta in metadata]
+    return scored.metrics, extra
 
 
 def load_finetuned(head: type, model_dir: Path, task: str):
@@ -183,16 +120,15 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
     else:
         model = load_finetuned(head, model_dir, task)
     start = time.perf_counter()
-    ctx = setup_distributed()  # one process: the GPU when there is one, else the CPU
-    outputs = predict(model, dev, functools.partial(pad_collate, pad_id=0), batch_size=params.batch_size,
-                      precision=params.precision, ctx=ctx, lengths=dev.lengths)
-    outputs = tuple(t.cpu() for t in outputs)
+    outputs = predict_dev(model, dev, params)
     seconds = time.perf_counter() - start
     if spec.kind is TaskKind.SQUAD:
         require_input(data_dir, "download", f"raw data of {task}")
         metrics, extra = squad_metrics(spec, outputs, dev, data_dir, params)
     else:
-        train_labels = load_features(Path(features_dir) / "train", model_dir, task).labels("labels")
+        train = load_features(Path(features_dir) / "train", model_dir, task)
+        first = first_windows(train)
+        train_labels = train.labels("labels") if first is None else train.labels("labels")[torch.from_numpy(first)]
         metrics, extra = classification_metrics(spec, outputs[0], dev, train_labels)
     training = None
     if not untrained and (model_dir / "training.json").is_file():
@@ -200,7 +136,8 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
     record: dict[str, Any] = {
         "task": task, "kind": spec.kind.value, "metric": spec.metric, "primary": primary_metric(spec),
         "untrained": untrained, "metrics": metrics, "dev_examples": dev.manifest.num_examples,
-        "dev_features": len(dev), "eval_seconds": seconds, "eval_sequences_per_second": len(dev) / seconds,
+        "dev_features": len(dev), "window": dev.manifest.extra.get("window"), "eval_seconds": seconds,
+        "eval_sequences_per_second": len(dev) / seconds,
         "training": training,
         **{k: v for k, v in extra.items() if k not in ("predictions", "nbest")},
     }

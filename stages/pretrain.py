@@ -21,7 +21,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,10 @@ TRAIN_EVAL_LIMIT = 2048  # instances evaluated when the corpus has no held-out d
 @dataclass(frozen=True, kw_only=True)
 class PretrainParams(TrainingParams):
     """Section ``pretrain``: the engine's TrainConfig and nproc (stages._lib.training.TrainingParams),
-    the seed included, plus the dev batch size."""
+    the seed included, plus the dev batch size. Evaluation during training (eval_every, select, patience) is
+    fine-tuning's: the engine's defaults (off) hold."""
 
+    NOT_IN_PARAMS: ClassVar[tuple[str, ...]] = (*TrainingParams.NOT_IN_PARAMS, "eval_every", "select", "patience")
     eval_batch_size: int = field(metadata=at_least(1))
 
 

@@ -135,16 +135,23 @@ def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
 
 def draw_figures(folder: Path, rel: str, runs: dict[str, dict[int, dict]],
                  histories: dict[str, dict[int, list]]) -> dict[str, dict[str, str]]:
-    """Training curves per task, and a confusion matrix (summed over seeds) where there is one.
+    """Training curves per task, dev curves where the runs evaluated during training, and a confusion matrix
+    (summed over seeds) where there is one.
 
     Returns:
-        task -> {"curves": path, "confusion": path}, paths as the report links them (`rel`/name).
+        task -> {"curves": path, "dev": path, "confusion": path}, paths as the report links them (`rel`/name).
     """
     folder.mkdir()
     paths: dict[str, dict[str, str]] = {}
     for task, task_runs in runs.items():
         paths[task] = {"curves": f"{rel}/{task}-training.png"}
         figures.training_curves(folder / f"{task}-training.png", task, histories[task])
+        selections = {seed: (r.get("training") or {}).get("selection") for seed, r in task_runs.items()}
+        metric = next((s["metric"] for s in selections.values() if s), None)
+        if metric and any(metric in p for points in histories[task].values() for p in points):
+            kept = {seed: s["selected_step"] for seed, s in selections.items() if s}
+            figures.dev_curves(folder / f"{task}-dev.png", task, metric, histories[task], kept)
+            paths[task]["dev"] = f"{rel}/{task}-dev.png"
         with_confusion = [r for r in task_runs.values() if r.get("confusion")]
         if with_confusion:
             k = len(with_confusion[0]["confusion"])
@@ -196,6 +203,12 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
     doc.add(Heading("Training curves"))
     for task, paths in figure_paths.items():
         doc.add(Image(paths["curves"], f"{task} training curves"))
+        if "dev" in paths:
+            doc.add(Image(paths["dev"], f"{task} dev metric during training"))
+    kept = [selection_line(task, seed, s) for task, task_runs in runs.items() for seed, run in task_runs.items()
+            if (s := (run.get("training") or {}).get("selection"))]
+    if kept:
+        doc.add(Heading("Evaluation during training", 3), Bullets(kept))
     confusions = [(task, p["confusion"]) for task, p in figure_paths.items() if "confusion" in p]
     if confusions:
         doc.add(Heading("Confusion matrices"))
@@ -206,6 +219,14 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
         f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
     doc.add(Heading("Training settings"), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
     return doc
+
+
+def selection_line(task: str, seed: int, s: dict) -> str:
+    """One run's evaluation during training (training.json's selection), for the report's list."""
+    best = "—" if s.get("best_value") is None else f"{s['best_value']:.2f}"
+    stopped = "; stopped early" if s.get("stopped_early") else ""
+    return (f"{task} seed {seed}: {s['metric']} best {best} at step {s['best_step']} ({s['evaluations']} "
+            f"evaluations); kept step {s['selected_step']} (select {s['select']}){stopped}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

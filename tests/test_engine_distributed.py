@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bert.engine import TrainConfig, fit, predict
-from test_engine_helpers import (WORKER, ToyDataset, collate, free_port, launch, tiny_model,
+from test_engine_helpers import (WORKER, DevAccuracy, ToyDataset, collate, free_port, launch, tiny_model,
                                  torchrun)
 
 pytestmark = [pytest.mark.slow]
@@ -124,3 +124,21 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_p
     assert a["logged"] == list(range(13, 21)) and b["logged"] == list(range(1, 21))
     assert [h["step"] for h in a["history"]] == list(range(1, 21))
     assert wdiff <= 1e-6 and ldiff <= 1e-6
+
+
+def test_two_processes_evaluate_on_rank_0_and_stop_together(tmp_path):
+    """eval_every with patience under DDP: rank 0 scores, the other rank waits, both stop at the step one process
+    stops at (a rank training on alone would hang the job past the timeout) with the same selection."""
+    settings = {**BASE, "grad_accum_steps": 1, "dropout": 0.0, "n_train": N_TRAIN, "evaluate": True,
+                "eval_every": 2, "select": "best", "patience": 2}
+    run, = launch([torchrun(TWO_LOCAL, _worker_args(settings, tmp_path / "run", tmp_path / "run.pt"))], timeout=240)
+    assert run.returncode == 0, run.stdout[-4000:]
+    dist_run = _load(tmp_path / "run.pt")
+    model, train = tiny_model(0.0), ToyDataset(N_TRAIN, seed=1)
+    config = {k: v for k, v in settings.items() if k not in ("dropout", "n_train", "evaluate")}
+    result = fit(model, train, collate, TrainConfig(**{**config, "grad_accum_steps": 2}), tmp_path / "one",
+                 lengths=train.lengths, progress=False, evaluator=DevAccuracy(ToyDataset(37, seed=2)))
+    assert result.selection["stopped_early"] and result.global_steps < 20  # the test is about a stop
+    assert dist_run["selection"] == result.selection
+    assert [h["step"] for h in dist_run["history"]] == [h["step"] for h in result.history]
+    assert _max_weight_diff(model.state_dict(), dist_run["state"]) < 1e-4  # the selected step's weights

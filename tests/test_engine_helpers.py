@@ -115,6 +115,22 @@ def launch(commands: list[list[str]], timeout: float = 120.0) -> list[subprocess
 WORKER = __file__
 
 
+class DevAccuracy:
+    """An evaluator (bert.engine.selection): accuracy in points on a toy dev set, in one process on `device`."""
+
+    primary = "dev_acc"
+
+    def __init__(self, dev: "ToyDataset", device=None):
+        self.dev, self.device = dev, device
+
+    def __call__(self, model) -> dict[str, float]:
+        from bert.engine import DistContext, predict
+
+        ctx = DistContext(device=self.device) if self.device is not None else None
+        logits, = predict(model, self.dev, collate, batch_size=8, ctx=ctx, lengths=self.dev.lengths, progress=False)
+        return {"dev_acc": 100.0 * (logits.argmax(-1) == self.dev.labels).float().mean().item()}
+
+
 def torchrun(launcher_args: list[str], worker_args: list[str]) -> list[str]:
     """A torchrun command line running this file as the worker."""
     return [sys.executable, "-m", "torch.distributed.run", *launcher_args, WORKER, *worker_args]
@@ -138,6 +154,7 @@ def _worker(argv: list[str]) -> int:
     dropout = settings.pop("dropout", 0.0)
     n_train = settings.pop("n_train", 160)
     kill_at = settings.pop("kill_at", 0)
+    evaluated = settings.pop("evaluate", False)  # dev accuracy on rank 0 every eval_every steps
 
     ctx = setup_distributed(local_rank=launcher_local_rank)
     work = Path(args.work)
@@ -157,13 +174,15 @@ def _worker(argv: list[str]) -> int:
             for pid in others + [os.getppid(), os.getpid()]:
                 os.kill(pid, signal.SIGKILL)
 
+    evaluator = DevAccuracy(dev, ctx.device) if evaluated and ctx.is_main else None
     result = fit(model, train, collate, TrainConfig(**settings), work, ctx=ctx, lengths=train.lengths,
-                 on_log=on_log, progress=False)
+                 on_log=on_log, progress=False, evaluator=evaluator)
     logits, = predict(model, dev, collate, batch_size=8, ctx=ctx, lengths=dev.lengths, progress=False)
     if ctx.is_main:
         torch.save({"history": result.history, "state": model.state_dict(), "logits": logits,
                     "world_size": ctx.world_size, "launcher_local_rank": launcher_local_rank,
-                    "skipped_steps": result.skipped_steps, "logged": logged}, args.out)
+                    "skipped_steps": result.skipped_steps, "logged": logged, "selection": result.selection},
+                   args.out)
     ctx.barrier()
     cleanup_distributed()
     return 0

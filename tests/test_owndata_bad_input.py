@@ -44,7 +44,7 @@ FILE_CASES = {
     "a ragged CSV row": ({"train.csv": HEADER + "Fine.,pos\nToo,many,fields\n"}, {},
                          ["train.csv:3: 3 fields, but the header (line 1) names 2"]),
     "a bad JSON line": ({"train.jsonl": '{"review": "a", "sentiment": "pos"}\n{"review": "b", sentiment}\n'},
-                        {"train": "datasets/train.jsonl"}, ["train.jsonl:2: invalid JSON"]),
+                        {"train": "datasets/train.jsonl"}, ["train.jsonl:2:17: not valid JSON"]),
     "a JSON line that is no object": ({"train.jsonl": '["a", "pos"]\n'}, {"train": "datasets/train.jsonl"},
                                       ["train.jsonl:1: expected a JSON object, got list"]),
     "an empty split": ({"dev.csv": HEADER}, {}, ["dev.csv: no rows: the dev split would be empty"]),

@@ -1,5 +1,5 @@
 """Your own dataset through the real stages, one test per kind: files under datasets/, a params.yaml entry,
-then download, tokenize, finetune, evaluate and the baseline (and for one, the report) in-process with the
+then download, tokenize, finetune, evaluate and the baseline (and for one, the report; for one, predict) in-process with the
 packaged MiniLM (a few dozen rows, max_seq_length 32, one epoch).
 
 Checked against what we did not write: the evaluate stage's metrics recomputed by scikit-learn and SciPy from
@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from stages import convert, download, evaluate, finetune, report, tokenize
+from stages import convert, download, evaluate, finetune, predict, report, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -222,3 +222,20 @@ def test_regression_from_tsv_pairs_with_a_test_file(tmp_path, pretrained):
     assert np.abs(logits[:, 0] - np.array(pred)).max() < 1e-4
     predicted = bert_predict(model, [{"text_a": a, "text_b": b} for a, b in pairs], tmp_path)
     assert [r["score"] for r in predicted] == pytest.approx(pred, abs=1e-4)
+
+    # the predict stage on the test split (predict.model: seed1, as no report ran): bert predict's lines, with
+    # the ids and scores bert predict gives for those rows
+    params = tmp_path / "params.yaml"
+    values = yaml.safe_load(params.read_text())
+    values["predict"]["model"] = "seed1"
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+    out = tmp_path / "predictions/similar"
+    assert predict.main(["--task", "similar", "--data", str(tmp_path / "data/raw/similar"), "--models",
+                         str(model.parent), "--report", str(tmp_path / "reports/metrics.json"), "--out", str(out),
+                         "--params", str(params)]) == 0
+    lines_out = [json.loads(r) for r in (out / "predictions.jsonl").read_text().splitlines()]
+    test_pairs = [tuple(line.split("\t")[:2]) for line in lines[40:]]
+    assert [(r["text_a"], r["text_b"]) for r in lines_out] == test_pairs
+    expected = bert_predict(model, [{"text_a": a, "text_b": b} for a, b in test_pairs], tmp_path)
+    assert [r["score"] for r in lines_out] == pytest.approx([r["score"] for r in expected], abs=1e-6)
+    assert json.loads((out / "summary.json").read_text())["files"] == {"predictions.jsonl": 4}

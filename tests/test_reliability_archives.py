@@ -182,7 +182,7 @@ def test_download_stage_refuses(tmp_path, caplog, monkeypatch, case):
 
 
 def test_link_already_in_the_target_creates_nothing_through_it(tmp_path):
-    """A target folder that already holds a link out (a shared cache, say): the member that goes through it is
+    """[#19 L13] A target folder that already holds a link out (a shared cache, say): the member that goes through it is
     refused before any folder is made on the far side."""
     with tally(FAULT, "extraction into a target holding a link out: nothing created through the link") as rec:
         root = _scene(tmp_path)
@@ -201,6 +201,7 @@ def test_link_already_in_the_target_creates_nothing_through_it(tmp_path):
 
 
 def test_member_with_a_long_valid_name_is_extracted(tmp_path):
+    """[#19 L11] An archive member with a valid 250-byte name: its temporary fits too."""
     with tally(BAD_INPUT, "archive member with a 250-byte name (valid; its temporary must be too)"):
         name = "m" * 246 + ".txt"
         archive = make_zip(tmp_path / "archive.zip", {f"folder/{name}": b"long"})

@@ -280,7 +280,7 @@ def test_damaged_tf_checkpoint(tmp_path, tf_checkpoint, capsys, case):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_tf_checkpoint_with_non_finite_weights(tmp_path, tiny_model, capsys, value):
-    """Written by our own writer (no TensorFlow needed): a checkpoint whose training diverged."""
+    """[#19 L8] Written by our own writer (no TensorFlow needed): a checkpoint whose training diverged."""
     import numpy as np
 
     from bert import BertForPreTraining

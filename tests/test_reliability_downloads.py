@@ -68,6 +68,7 @@ def _bert(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedPr
 
 
 def test_bert_download_from_a_trickling_server_ends_at_its_deadline(server, release, tmp_path):
+    """[#19 M5] A trickling server: bert download ends at its deadline, one line."""
     with tally(FAULT, "bert download from a server trickling 16 bytes every 0.2 s: ends at the deadline"):
         server.files[TINY] = release
         server.trickle[TINY] = (16, 0.2)
@@ -85,6 +86,7 @@ def test_bert_download_from_a_trickling_server_ends_at_its_deadline(server, rele
 
 
 def test_download_slower_than_the_minimum_rate_is_cut(server, tmp_path):
+    """[#19 M5] Below the minimum rate: cut, one line naming the URL and the file."""
     with tally(FAULT, "download() from a server below the minimum rate: cut, one line naming URL and file"):
         server.files["/slow.bin"] = bytes(4096)
         server.trickle["/slow.bin"] = (8, 0.1)  # 80 bytes/s
@@ -99,6 +101,7 @@ def test_download_slower_than_the_minimum_rate_is_cut(server, tmp_path):
 
 
 def test_bert_download_of_an_endless_stream_stops_at_the_release_size(server, tmp_path):
+    """[#19 M5] An endless stream: stopped at the release's size bound, the .part removed."""
     with tally(FAULT, "bert download from a server that never stops sending: stopped, the .part removed") as rec:
         server.endless[TINY] = b"\0" * (1 << 20)
         server.endless_pause = 0.01  # 100 MB/s at most: bert-tiny's cap (67 MB) in a second, no flood if it fails
@@ -117,6 +120,7 @@ def test_bert_download_of_an_endless_stream_stops_at_the_release_size(server, tm
 
 
 def test_download_refuses_an_announced_size_over_the_cap(server, tmp_path):
+    """[#19 M5] A Content-Length over the cap: refused before reading."""
     with tally(BAD_INPUT, "download() of a file whose Content-Length passes the cap: refused before reading"):
         server.endless["/huge.bin"] = b"\0" * 1024
         server.endless_length["/huge.bin"] = 1 << 40
@@ -127,6 +131,7 @@ def test_download_refuses_an_announced_size_over_the_cap(server, tmp_path):
 
 
 def test_an_oversized_part_is_not_resumed(server, release, tmp_path):
+    """[#19 M5] A .part larger than the release can be is started over, not resumed."""
     with tally(FAULT, "bert download finding a .part larger than the release can be: started over"):
         server.files[TINY] = release
         cache = tmp_path / "cache"
@@ -140,6 +145,7 @@ def test_an_oversized_part_is_not_resumed(server, release, tmp_path):
 
 
 def test_a_pinned_release_refuses_another_file(server, release, tmp_path, monkeypatch):
+    """[#19 M5] A release with a pinned size and sha256: another file is refused (values pinned by the test)."""
     with tally(BAD_INPUT, "bert download of a pinned release: a mirror serving another file is refused"):
         server.files[TINY] = release
         pinned = dataclasses.replace(hub.find_release("bert-tiny"), size=len(release),
@@ -155,6 +161,7 @@ def test_a_pinned_release_refuses_another_file(server, release, tmp_path, monkey
 
 
 def test_download_to_a_long_file_name(server, tmp_path):
+    """[#19 L11] A 252-byte destination name: its .part fits in 255 bytes too."""
     with tally(BAD_INPUT, "download() to a 252-byte file name (its .part must fit in 255 bytes too)"):
         server.files["/f.bin"] = b"x" * 1000
         dest = tmp_path / ("d" * 252)
@@ -167,6 +174,7 @@ def test_download_to_a_long_file_name(server, tmp_path):
 
 @pytest.mark.parametrize("name", ["", "   "])
 def test_bert_download_of_an_empty_name(tmp_path, capsys, name):
+    """[#19 L10] bert download '' is refused in one line."""
     from bert.cli.commands import main
 
     with tally(BAD_INPUT, f"bert download {name!r}"):
@@ -188,6 +196,7 @@ BAD_ARCHIVES = {
 
 @pytest.mark.parametrize("case", sorted(BAD_ARCHIVES))
 def test_bad_archive_leaves_the_cache_and_the_fixed_mirror_is_used(server, release, tmp_path, case):
+    """[#19 M6] A bad archive leaves the cache; once the mirror is fixed, the next call succeeds."""
     with tally(FAULT, f"bert download of a bad archive ({case}), then from the fixed mirror"):
         payload, fragment = BAD_ARCHIVES[case]
         server.files[TINY] = payload
@@ -202,6 +211,7 @@ def test_bad_archive_leaves_the_cache_and_the_fixed_mirror_is_used(server, relea
 
 
 def test_bad_archive_placed_by_hand_is_named(release, tmp_path, monkeypatch):
+    """[#19 M6] A bad archive in the cache that no download brought: the error names it, and it is removed."""
     with tally(BAD_INPUT, "a bad archive placed in the cache by hand: the error names it, not the mirror's URL"):
         monkeypatch.setenv(hub.MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens there
         cache = tmp_path / "cache"
@@ -229,6 +239,7 @@ hub.resolve_model_dir("bert-tiny", cache_dir=sys.argv[1], progress=False)
 
 
 def test_extraction_scratch_of_a_killed_download_is_removed(server, release, tmp_path):
+    """[#19 L12] <cache>/tmp extraction left by a killed download: removed by the next call."""
     with tally(FAULT, "bert download killed while extracting: the next call removes its scratch folder") as rec:
         server.files[TINY] = release
         cache = tmp_path / "cache"
@@ -244,6 +255,7 @@ def test_extraction_scratch_of_a_killed_download_is_removed(server, release, tmp
 
 
 def test_another_hosts_temporary_left_a_week_ago_is_removed(tmp_path):
+    """[#19 L12] A .pretrained.*.tmp of another host, untouched a week: removed."""
     from bert.io.fileio import OTHER_HOST_STALE, atomic_write_text
 
     with tally(FAULT, "a temporary left by a writer on another host (a gone container) a week ago: removed"):
@@ -281,6 +293,7 @@ sys.exit(stage.main(["--params", sys.argv[1], "--task", "squad1", "--out", sys.a
 
 
 def test_download_stage_scratch_of_a_killed_run_is_removed(tmp_path):
+    """[#19 L12] The download stage's scratch folder of a killed run: removed by the rerun."""
     from reliability_helpers import write_params
     from stages import download
 

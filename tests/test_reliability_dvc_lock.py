@@ -112,7 +112,7 @@ def test_second_dvc_repro_is_refused_and_nothing_is_corrupted(tmp_path, minilm_d
 
 
 def test_an_output_edited_in_place_never_changes_dvcs_cache(tmp_path):
-    """The repo's cache link types: a hard link (or symlink) into the cache would let an in-place edit of an
+    """[#19 M12] The repo's cache link types: a hard link (or symlink) into the cache would let an in-place edit of an
     output (as root, past the cache's read-only bits) rewrite the cached object under its old hash."""
     import configparser
 

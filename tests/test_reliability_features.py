@@ -97,6 +97,8 @@ CACHE_CASES = [
 @pytest.mark.parametrize("case, split, change, fragments", CACHE_CASES, ids=[c[0] for c in CACHE_CASES])
 @pytest.mark.parametrize("reseal", [False, True], ids=["tampered", "resealed"])
 def test_bad_feature_cache_in_evaluate(tmp_path, caplog, made, case, split, change, fragments, reseal):
+    """[#19 M4] [#19 L4] A label outside the task, no label tensor, swapped offsets...: refused when the cache is
+    opened, naming the file."""
     with tally(BAD_INPUT, f"feature cache ({'sha256 recomputed' if reseal else 'edited'}): {case}: evaluate"):
         features = _copy(made, tmp_path)
         _edit_tensors(features / split, reseal, **change)
@@ -111,7 +113,7 @@ IN_RANGE = {"flipped labels": {"labels": lambda t: 1 - t}, "tokens in reverse or
 
 @pytest.mark.parametrize("case", sorted(IN_RANGE))
 def test_cache_edited_in_range_is_refused(tmp_path, caplog, made, case):
-    """Values that pass every range check: only the sha256 the manifest records can tell."""
+    """[#19 L4] Values that pass every range check: only the sha256 the manifest records can tell."""
     with tally(BAD_INPUT, f"feature cache with {case} (every value in range): evaluate"):
         features = _copy(made, tmp_path)
         _edit_tensors(features / "dev", reseal=False, **IN_RANGE[case])
@@ -121,6 +123,7 @@ def test_cache_edited_in_range_is_refused(tmp_path, caplog, made, case):
 
 
 def test_finetune_refuses_a_label_outside_the_task(tmp_path, caplog, made):
+    """[#19 M4] finetune opens the cache checked: a label outside the task's is one line naming the file."""
     from stages import finetune
 
     with tally(BAD_INPUT, "feature cache with a label outside the task's labels: finetune"):
@@ -135,6 +138,7 @@ def test_finetune_refuses_a_label_outside_the_task(tmp_path, caplog, made):
 
 @pytest.mark.parametrize("content", [b'{"ids": ["a", ', b"\xff\xfe", b"[1, 2"], ids=["truncated", "not-utf8", "list"])
 def test_damaged_metadata_json(tmp_path, caplog, made, content):
+    """[#19 M13] A damaged feature metadata.json: one line naming it."""
     with tally(BAD_INPUT, f"feature metadata.json damaged ({content[:8]!r}): evaluate names the file"):
         features = _copy(made, tmp_path)
         (features / "dev" / "metadata.json").write_bytes(content)
@@ -145,6 +149,7 @@ def test_damaged_metadata_json(tmp_path, caplog, made, content):
 
 @pytest.mark.parametrize("reseal", [False, True], ids=["tampered", "resealed"])
 def test_short_metadata_json_does_not_truncate_predictions(tmp_path, caplog, made, reseal):
+    """[#19 L14] A metadata.json one entry short is refused, never a truncated predictions.json."""
     with tally(BAD_INPUT, f"feature metadata.json one id short ({'sha256 recomputed' if reseal else 'edited'}): "
                           "evaluate"):
         features = _copy(made, tmp_path)
@@ -161,6 +166,7 @@ def test_short_metadata_json_does_not_truncate_predictions(tmp_path, caplog, mad
 
 
 def test_damaged_fingerprint_json(tmp_path, caplog, made):
+    """[#19 M13] A damaged fingerprint.json in --work: one line naming it."""
     from stages import finetune
 
     with tally(BAD_INPUT, "finetune --work with a damaged fingerprint.json: one line naming it"):
@@ -173,11 +179,28 @@ def test_damaged_fingerprint_json(tmp_path, caplog, made):
         assert_stage_failed(rc, caplog, str(tmp_path / "work" / "fingerprint.json"), "not valid JSON")
 
 
+def test_damaged_source_json_of_the_start_model(tmp_path, caplog, made):
+    """[#19 M13] The start model's SOURCE.json (stage convert's record, read by finetune): damaged, it is one line
+    naming it (a JSON error naming no file before)."""
+    from stages import finetune
+
+    with tally(BAD_INPUT, "finetune with a damaged SOURCE.json in the start model: one line naming it"):
+        model = shutil.copytree(made["model"], tmp_path / "model")
+        (model / "SOURCE.json").write_text('{"name": "bert-base-uncased", ', encoding="utf-8")
+        rc = finetune.main(["--params", str(made["params"]), "--task", "demo-pair", "--seed", "1", "--features",
+                            str(made["root"] / "features" / "demo-pair"), "--model", str(model), "--out",
+                            str(tmp_path / "out" / "m"), "--history", str(tmp_path / "out" / "h.json"),
+                            "--work", str(tmp_path / "work")])
+        assert_stage_failed(rc, caplog, str(model / "SOURCE.json"), "not valid JSON")
+        assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # evaluate's own checks: the task, the head, the vocab, the SQuAD dev file.
 
 
 def test_evaluate_features_of_another_task(tmp_path, caplog, made):
+    """[#19 L6] evaluate checks manifest.task."""
     with tally(BAD_INPUT, "evaluate --task mrpc on demo-pair's features (the same format)"):
         features = made["root"] / "features" / "demo-pair"
         rc = _evaluate(made, tmp_path, features, task="mrpc")
@@ -186,6 +209,7 @@ def test_evaluate_features_of_another_task(tmp_path, caplog, made):
 
 
 def test_evaluate_a_model_without_the_task_head(tmp_path, caplog, made):
+    """[#19 M11] A model without the task's head, without --untrained: an error naming the missing weights."""
     with tally(BAD_INPUT, "evaluate a pretrained model (no classifier head) without --untrained"):
         rc = _evaluate(made, tmp_path, made["root"] / "features" / "demo-pair", untrained=False)
         assert_stage_failed(rc, caplog, str(made["model"]), "classifier.weight", "--untrained")
@@ -193,6 +217,7 @@ def test_evaluate_a_model_without_the_task_head(tmp_path, caplog, made):
 
 
 def test_evaluate_a_model_of_another_task(tmp_path, caplog, made):
+    """[#19 M11] A model fine-tuned on another task: refused naming its training.json."""
     from bert import BertForSequenceClassification
 
     with tally(BAD_INPUT, "evaluate --task demo-pair with a model fine-tuned on mrpc"):
@@ -206,6 +231,7 @@ def test_evaluate_a_model_of_another_task(tmp_path, caplog, made):
 
 
 def test_evaluate_a_model_folder_without_vocab(tmp_path, caplog, made):
+    """[#19 L5] The vocab check is not skipped when the model folder has no vocab.txt."""
     with tally(BAD_INPUT, "evaluate with a model folder without vocab.txt (the vocab check cannot be skipped)"):
         model = shutil.copytree(made["model"], tmp_path / "model", ignore=shutil.ignore_patterns("vocab.txt"))
         rc = _evaluate(made, tmp_path, made["root"] / "features" / "demo-pair", model=model)
@@ -214,6 +240,7 @@ def test_evaluate_a_model_folder_without_vocab(tmp_path, caplog, made):
 
 
 def test_evaluate_squad_dev_file_changed_with_the_same_count(tmp_path, caplog, made):
+    """[#19 L7] A changed SQuAD dev file with the same count is refused (its sha256 is in the manifest)."""
     with tally(BAD_INPUT, "evaluate SQuAD: the dev file changed since tokenize, same number of questions"):
         data = shutil.copytree(made["root"] / "raw" / "demo-qa", tmp_path / "raw")
         dev = data / "dev-v1.1.json"

@@ -309,3 +309,34 @@ def test_mlflow_server_dies_mid_run(tmp_path, ft_inputs):
         print(f"{in_db} metric points reached MLflow before it died; the tracker reports {unlogged} lost: {summary}")
         # At least everything missing (a batch the server stored just before dying may be counted as lost too).
         assert points - in_db <= unlogged <= points
+
+
+# ----------------------------------------------------------------------------------------------
+# The MLflow wrapper of a stage (pipeline.track): its scratch folder does not outlive a kill.
+
+
+def test_sigkill_of_the_stage_wrapper_leaves_no_scratch_behind(tmp_path):
+    """[#19 L12] The wrapper's history stream lives in a temporary folder; a killed wrapper's (a killed `dvc repro`)
+    stayed in /tmp forever. The next tracked stage removes it."""
+    with tally(FAULT, "SIGKILL of pipeline.track mid-stage: the next tracked stage removes its scratch folder") as rec:
+        temp, project = tmp_path / "tmp", tmp_path / "project"
+        temp.mkdir()
+        (project / ".dvc").mkdir(parents=True)  # the project root: MLflow's store goes there
+        env = {"TMPDIR": str(temp), "BERT_TRACKING": "on", "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+        flag = tmp_path / "started"
+        stage = f"import pathlib, time; pathlib.Path({str(flag)!r}).touch(); time.sleep(120)"
+        wrapper = subprocess.Popen([sys.executable, "-m", "pipeline.track", "--stage", "convert", "--",
+                                    sys.executable, "-c", stage], cwd=project, env=child_env(**env),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            assert wait_for(flag.exists, timeout=180), wrapper.communicate(timeout=30)[1][-2000:]
+            left = sorted(p.name for p in temp.iterdir())
+            assert left, "no scratch folder while the stage ran"
+        finally:
+            _kill(wrapper)  # the wrapper and the stage under it, as a killed dvc repro's process group
+        done = subprocess.run([sys.executable, "-m", "pipeline.track", "--stage", "convert", "--", sys.executable,
+                               "-c", "pass"], cwd=project, env=child_env(**env), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rec["lost"] = len([name for name in left if (temp / name).exists()])
+        assert rec["lost"] == 0, f"the killed wrapper's scratch is still there: {left}"

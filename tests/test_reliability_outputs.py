@@ -45,6 +45,7 @@ def null_device(tmp_path):
 
 
 def test_extract_features_writes_through_a_device_node(tmp_path, capsys, minilm_dir, null_device):
+    """[#19 H4] --output-file naming a device node (as root): written through, the node kept."""
     from bert.cli.commands import main
 
     with tally(FAULT, "bert extract-features --output-file <a device node> as root: written through, kept") as rec:
@@ -57,6 +58,7 @@ def test_extract_features_writes_through_a_device_node(tmp_path, capsys, minilm_
 
 
 def test_output_into_a_fifo_is_written_through(tmp_path):
+    """[#19 H4] An output path that is a FIFO: written through, never replaced by a file."""
     with tally(FAULT, "an output path that is a FIFO: written through, never replaced") as rec:
         fifo = tmp_path / "pipe"
         os.mkfifo(fifo)
@@ -71,6 +73,7 @@ def test_output_into_a_fifo_is_written_through(tmp_path):
 
 
 def test_symlinked_file_output_keeps_the_link_and_writes_its_target(tmp_path, capsys, minilm_dir):
+    """[#19 L9] The stated policy: a symlinked output keeps its link; its target is written atomically."""
     from bert.cli.commands import main
 
     with tally(FAULT, "an output file that is a symlink: the link kept, its target written atomically") as rec:
@@ -87,7 +90,26 @@ def test_symlinked_file_output_keeps_the_link_and_writes_its_target(tmp_path, ca
         assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["features.jsonl"]  # no temporaries
 
 
+def test_params_yaml_that_is_a_symlink_stays_one_when_the_flow_edits_it(tmp_path):
+    """[#19 L9] The flow's --set and pipeline.deps write edit params.yaml and dvc.yaml in place: a symlinked
+    one keeps its link, its target gets the change (os.replace of a temporary put a file in the link's place)."""
+    from pipeline.overrides import apply_overrides
+
+    with tally(FAULT, "the flow's override of a symlinked params.yaml: the link kept, its target edited") as rec:
+        (tmp_path / "shared").mkdir()
+        real = tmp_path / "shared" / "params.yaml"
+        real.write_text("finetune:\n  learning_rate: 1.0e-4  # the peak\n", encoding="utf-8")
+        link = tmp_path / "params.yaml"
+        link.symlink_to(real)
+        assert apply_overrides(link, {"finetune.learning_rate": 3e-4}) == {"finetune.learning_rate": (1e-4, 3e-4)}
+        rec["lost"] = int(not link.is_symlink())
+        assert rec["lost"] == 0 and os.readlink(link) == str(real)
+        assert real.read_text(encoding="utf-8") == "finetune:\n  learning_rate: 0.0003  # the peak\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "shared"]
+
+
 def test_dangling_symlink_output_creates_its_target(tmp_path):
+    """[#19 L9] A dangling symlinked output: its target is created, the link kept."""
     with tally(BAD_INPUT, "an output that is a dangling symlink: its target created, the link kept"):
         link = tmp_path / "out.txt"
         link.symlink_to(tmp_path / "elsewhere.txt")
@@ -96,6 +118,7 @@ def test_dangling_symlink_output_creates_its_target(tmp_path):
 
 
 def test_symlinked_folder_output_of_a_stage_keeps_the_link(tmp_path):
+    """[#19 L9] A stage's output folder that is a symlink: the link kept, the folder it names replaced."""
     from stages import download
 
     with tally(FAULT, "a stage's output folder that is a symlink: the link kept, the folder it names replaced") as rec:
@@ -107,12 +130,13 @@ def test_symlinked_folder_output_of_a_stage_keeps_the_link(tmp_path):
         assert download.main(["--params", str(params), "--task", "demo-pair", "--out", str(link)]) == 0
         rec["lost"] = int(not link.is_symlink())
         assert link.is_symlink()
-        assert sorted(p.name for p in link.iterdir()) == ["SOURCE.json", "dev.tsv", "train.tsv"]
+        assert sorted(p.name for p in link.iterdir()) == ["SOURCE.json", "dev.tsv", "test.tsv", "train.tsv"]
         assert sorted(p.name for p in (tmp_path / "big-disk").iterdir()) == ["raw"]
 
 
 @pytest.mark.parametrize("kind", ["file", "folder"])
 def test_long_output_names_are_written(tmp_path, kind):
+    """[#19 L11] A valid 250-byte output name: its hidden temporary fits in 255 bytes too."""
     with tally(BAD_INPUT, f"an output {kind} with a 250-byte name (valid; its temporary must be too)"):
         name = "é" * 100 + "x" * 50  # 250 bytes in UTF-8
         target = tmp_path / name
@@ -129,6 +153,7 @@ def test_long_output_names_are_written(tmp_path, kind):
 
 
 def test_extract_features_long_output_name(tmp_path, capsys, minilm_dir):
+    """[#19 L11] bert extract-features --output-file with a valid 250-byte name."""
     from bert.cli.commands import main
 
     with tally(BAD_INPUT, "bert extract-features --output-file <a 250-byte name>"):
@@ -139,7 +164,7 @@ def test_extract_features_long_output_name(tmp_path, capsys, minilm_dir):
 
 
 def test_temporaries_of_a_dead_writer_whose_pid_came_back_are_removed(tmp_path):
-    """In a container every run counts PIDs from 1: a killed writer's PID is soon some live process's
+    """[#19 L12] In a container every run counts PIDs from 1: a killed writer's PID is soon some live process's
     (this one's, say). Its start time tells them apart."""
     import socket
 
@@ -175,6 +200,7 @@ def _small_disk(folder: Path, size: str):
 
 
 def test_disk_full_while_writing_safetensors(tmp_path, capsys, tiny_config):
+    """[#19 M2] A full disk while safetensors writes: one line naming model.safetensors, nothing left."""
     from bert import BertModel
 
     with tally(FAULT, "disk full while writing model.safetensors: one line naming the file") as rec:
@@ -190,6 +216,7 @@ def test_disk_full_while_writing_safetensors(tmp_path, capsys, tiny_config):
 
 
 def test_disk_full_while_writing_a_torch_checkpoint(tmp_path, tiny_config):
+    """[#19 M2] A full disk while torch.save writes a checkpoint: one line naming it, nothing left."""
     import torch
 
     from bert.engine.checkpoint import save_checkpoint
@@ -206,6 +233,7 @@ def test_disk_full_while_writing_a_torch_checkpoint(tmp_path, tiny_config):
 
 
 def test_disk_full_in_the_tokenize_stage(tmp_path, caplog, minilm_dir):
+    """[#19 M2] A full disk in the tokenize stage: one line naming the file, exit 1, nothing left."""
     from stages import download, tokenize
 
     with tally(FAULT, "disk full while the tokenize stage writes features.safetensors: one line, exit 1") as rec:
@@ -222,6 +250,7 @@ def test_disk_full_in_the_tokenize_stage(tmp_path, caplog, minilm_dir):
 
 
 def test_disk_full_through_a_device(tmp_path, capsys, minilm_dir):
+    """[#19 H4] [#19 M2] A device that reports a full disk (/dev/full's kind): one line naming it, the node kept."""
     from bert.cli.commands import main
 
     with tally(FAULT, "bert extract-features --output-file <a device like /dev/full>: one line naming it") as rec:

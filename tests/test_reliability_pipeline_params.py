@@ -54,6 +54,12 @@ CASES = {
                                              ["finetune.nproc: {many} processes, but this machine has"]),
     "a global batch the processes cannot share": ({"grad_accum_steps: 1": "grad_accum_steps: 3"},
                                                   ["finetune.global_batch_size", "not a multiple of grad_accum_steps 3"]),
+    "select: foo": ({"select: last ": "select: foo "}, ["finetune.select", "expected one of last, best, got 'foo'"]),
+    "a negative patience": ({"patience: 0 ": "patience: -1 "}, ["finetune.patience", "expected at least 0, got -1"]),
+    "patience without eval_every": ({"patience: 0 ": "patience: 3 "},
+                                    ["finetune.patience", "3 needs evaluations during training", "eval_every"]),
+    "select: best without eval_every": ({"select: last ": "select: best "},
+                                        ["finetune.select", "best needs evaluations during training"]),
 }
 
 
@@ -72,7 +78,8 @@ def _project(root: Path, edits: dict[str, str]) -> Path:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_make_run_checks_params_before_dvc(tmp_path, case):
-    """What `make run` and the flow run first (pipeline.params_check.check_project)."""
+    """[#19 M3] [#19 M7] [#19 M8] [#19 M9] [#19 L2] What `make run` and the flow run first
+    (pipeline.params_check.check_project)."""
     from pipeline.params_check import check_project
     from stages._lib.params import ParamsError
 
@@ -101,7 +108,8 @@ def dvc_project(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["seeds not a list (seeds: 42)", "two unknown keys of different types (1: and foo:)"])
 def test_make_run_command(dvc_project, case):
-    """`python -m pipeline.track --pipeline -- dvc repro` (make run): one line naming params.yaml, DVC never starts."""
+    """[#19 M8] [#19 M9] `python -m pipeline.track --pipeline -- dvc repro` (make run): one line naming params.yaml, DVC
+    never starts."""
     with tally(BAD_INPUT, f"make run (pipeline.track --pipeline -- dvc repro): {case}"):
         edits, fragments = CASES[case]
         _project(dvc_project, edits)
@@ -132,7 +140,7 @@ def test_every_section_dvc_yaml_declares_is_checked():
 
 
 def test_a_stage_refuses_an_alias_bomb_at_once(tmp_path):
-    """The repeated-key check followed every alias: every stage hung on this file."""
+    """[#19 M7] The repeated-key check followed every alias: every stage hung on this file."""
     with tally(BAD_INPUT, "python -m stages.convert: params.yaml with a YAML alias bomb (refused at once)"):
         params = tmp_path / "params.yaml"
         params.write_text(ALIAS_BOMB + (REPO / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
@@ -146,6 +154,7 @@ def test_a_stage_refuses_an_alias_bomb_at_once(tmp_path):
 
 
 def test_an_alias_of_a_node_inside_itself_is_refused(tmp_path):
+    """[#19 M7] A value that contains itself (&a [1, *a]) is refused, not followed forever."""
     from stages._lib.params import ParamsError, read_params_file
 
     with tally(BAD_INPUT, "params.yaml holding a value that contains itself (&a [1, *a])"):
@@ -167,7 +176,8 @@ def inputs(tmp_path_factory, minilm_dir):
      ["finetune.epochs: 1e-09 epochs of 48 examples", "is no optimizer step"]),
 ], ids=["negative-seed", "huge-seed", "zero-steps"])
 def test_finetune_names_the_key(tmp_path, inputs, caplog, case, seed, edits, fragments):
-    """Seeds out of range and a run of no step were internal messages naming no key (TrainConfig.seed, t_total=0)."""
+    """[#19 L3] Seeds out of range and a run of no step were internal messages naming no key (TrainConfig.seed,
+    t_total=0)."""
     from stages import finetune
 
     with tally(BAD_INPUT, f"finetune: {case}"):
@@ -184,6 +194,8 @@ def test_finetune_names_the_key(tmp_path, inputs, caplog, case, seed, edits, fra
 
 @pytest.mark.slow
 def test_yaml_11_scalars_mean_the_same_to_dvc_and_the_stages(tmp_path):
+    """[#19 M14] 1:30, 010, yes, on through a real dvc repro: dvc.lock, DVC's interpolation and the stage read the same
+    values."""
     with tally(BAD_INPUT, "params.yaml with 1:30, 010, yes, on: DVC and the stages read the same values"):
         subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True, capture_output=True)
         (tmp_path / "params.yaml").write_text("scalars:\n  clock: 1:30\n  octal: 010\n  word: yes\n  switch: on\n",
@@ -210,7 +222,7 @@ def test_yaml_11_scalars_mean_the_same_to_dvc_and_the_stages(tmp_path):
 
 
 def test_documented_choices_are_accepted():
-    """README's table and params.yaml's comments list, for finetune's choice keys, what the params accept."""
+    """[#19 L1] README's table and params.yaml's comments list, for finetune's choice keys, what the params accept."""
     from bert.engine.config import TrainConfig
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
@@ -224,3 +236,8 @@ def test_documented_choices_are_accepted():
             assert listed == accepted, (key, listed, accepted)
             comment = re.search(rf"(?m)^finetune:(?:\n .*)*?\n  {key}: \S+ +# (.*)$", params).group(1)
             assert all(choice in comment for choice in accepted), (key, comment, accepted)
+    with tally(BAD_INPUT, "finetune.select: the choices README and params.yaml list are those accepted"):
+        accepted = fields["select"].metadata["choices"]
+        row = next(line for line in readme.splitlines() if line.startswith("| `finetune.eval_every`, `select`"))
+        comment = re.search(r"(?m)^  select: \S+ +# (.*)$", params).group(1)
+        assert all(f"`{choice}`" in row and f"{choice} (" in comment for choice in accepted), (row, comment)

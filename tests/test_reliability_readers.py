@@ -113,6 +113,8 @@ def test_glue_reader(tmp_path, case):
 ], ids=["stsb-score-not-a-number", "cola-three-fields", "mnli-unknown-label", "stsb-score-nan", "stsb-score-inf",
         "stsb-score--Infinity", "stsb-score-1e400"])
 def test_glue_task_specific_rows(tmp_path, processor, row, fragments):
+    """[#19 H3] Rows valid as TSV but not for their task: STS-B scores nan, inf, -Infinity, 1e400 are refused naming
+    file:line."""
     with tally(BAD_INPUT, f"glue tsv: {processor.name} {fragments[1]}"):
         header = {"stsb": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n",
                   "mnli": "\t".join(f"c{i}" for i in range(11)) + "\n"}.get(processor.name, "")

@@ -95,7 +95,8 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "bert.engine.launch"])
 def test_workers_die_with_their_launcher(tmp_path, inputs, launcher):
-    """SIGKILL of the launcher's process group: no worker trains on, publishes a model or deletes checkpoints."""
+    """[#19 H5] SIGKILL of the launcher's process group: no worker trains on, publishes a model or deletes
+    checkpoints."""
     import psutil
 
     with tally(FAULT, f"SIGKILL of {launcher}'s process group mid-finetune: its workers die with it") as rec:
@@ -125,7 +126,7 @@ def test_workers_die_with_their_launcher(tmp_path, inputs, launcher):
 
 @pytest.mark.slow
 def test_a_work_folder_is_locked_by_the_run_using_it(tmp_path, inputs, caplog):
-    """A second run of the same work folder is refused at once; once the first is killed, its lock is free."""
+    """[#19 H5] A second run of the same work folder is refused at once; once the first is killed, its lock is free."""
     from stages import finetune
 
     with tally(FAULT, "a second finetune on a work folder in use: refused ('in use by PID n'); the lock of a "
@@ -156,7 +157,7 @@ def test_a_work_folder_is_locked_by_the_run_using_it(tmp_path, inputs, caplog):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["python", "bert.engine.launch"])
 def test_ctrl_c_says_what_was_saved_in_one_line(tmp_path, inputs, caplog, launcher):
-    """SIGINT to the run's process group (a terminal's Ctrl-C): exit 130, one line naming the checkpoint."""
+    """[#19 M1] SIGINT to the run's process group (a terminal's Ctrl-C): exit 130, one line naming the checkpoint."""
     from stages import finetune
 
     with tally(FAULT, f"Ctrl-C during finetune ({launcher}): one line, what was saved, exit 130") as rec:
@@ -195,6 +196,8 @@ def _user_files(folder: Path) -> Path:
 @pytest.mark.parametrize("case", ["--work .", "a typo naming a folder of results", "a work folder of stage pretrain",
                                   "a damaged fingerprint.json"])
 def test_work_folder_of_something_else_is_refused_untouched(tmp_path, inputs, caplog, monkeypatch, case):
+    """[#19 H1] [#19 M13] --work naming something that is not a work folder of this stage is refused, nothing deleted (a
+    damaged fingerprint.json is named)."""
     from stages import finetune
 
     with tally(BAD_INPUT, f"finetune --work: {case}") as rec:
@@ -224,8 +227,24 @@ def test_work_folder_of_something_else_is_refused_untouched(tmp_path, inputs, ca
         assert rec["lost"] == 0 and not out.exists()
 
 
+def test_pretrain_work_folder_of_something_else_is_refused_untouched(tmp_path, caplog, monkeypatch):
+    """[#19 H1] pretrain shares the training skeleton: --work . is refused before its inputs are even read."""
+    from stages import pretrain
+
+    with tally(BAD_INPUT, "pretrain --work . in a folder of the user's files") as rec:
+        monkeypatch.chdir(_user_files(tmp_path / "project"))
+        before = snapshot(Path.cwd())
+        rc = pretrain.main(["--params", str(REPO / "pretrain" / "params.yaml"), "--model", str(tmp_path / "model"),
+                            "--instances", str(tmp_path / "instances"), "--metrics", str(tmp_path / "m.json"),
+                            "--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.json"), "--work", "."])
+        rec["lost"] = len(changed(before, snapshot(Path.cwd())))
+        assert_stage_failed(rc, caplog, ".: --work must be an empty folder or a work folder of stage pretrain",
+                            "nothing was deleted")
+        assert rec["lost"] == 0 and not (tmp_path / "out").exists()
+
+
 def test_only_the_stages_own_files_are_dropped(tmp_path, inputs, caplog):
-    """A work folder of finetune left by another run: its checkpoints go, a file the user put there stays."""
+    """[#19 H1] A work folder of finetune left by another run: its checkpoints go, a file the user put there stays."""
     from stages import finetune
 
     with tally(BAD_INPUT, "finetune --work of another run with a user's file in it: only the stage's files dropped") \
@@ -244,6 +263,7 @@ def test_only_the_stages_own_files_are_dropped(tmp_path, inputs, caplog):
 @pytest.mark.parametrize("stage, case", [("finetune", "--out ."), ("finetune", "--out naming a folder of results"),
                                          ("tokenize", "--out naming a folder of results")])
 def test_output_folder_of_something_else_is_refused_untouched(tmp_path, inputs, caplog, monkeypatch, stage, case):
+    """[#19 H1] --out naming a folder of results (or .) is refused untouched: H1's mistake in the outputs."""
     from stages import finetune, tokenize
 
     with tally(BAD_INPUT, f"{stage} {case}") as rec:
@@ -288,6 +308,8 @@ def _launch_command(nproc: int) -> list[str]:
 @pytest.mark.parametrize("case", ["global batch not a multiple of accumulation x processes",
                                   "more processes than this machine has cores"])
 def test_launch_checks_params_before_starting_workers(tmp_path, inputs, case):
+    """[#19 M3] dvc.yaml's launch refuses a global batch the processes cannot share, or more processes than cores,
+    before any worker starts."""
     from stages._lib.training import machine_capacity
 
     with tally(BAD_INPUT, f"finetune launch: {case}"):
@@ -327,6 +349,8 @@ def _leave_checkpoints(monkeypatch, args: list[str]) -> None:
 @pytest.mark.parametrize("case", ["another data.builtin.seed, the same counts", "corrected labels",
                                   "another start model of the same shape"])
 def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, inputs, caplog, monkeypatch, case):
+    """[#19 H2] Other data with the same counts, corrected labels, another start model: a fresh run, never the old
+    checkpoint."""
     from reliability_helpers import make_tiny_model
     from stages import download, finetune, tokenize
     from stages._lib.training import CHECKPOINTS
@@ -364,6 +388,8 @@ def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, inputs, caplog, m
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_a_diverging_run_stops_naming_the_step(tmp_path, inputs, caplog, precision):
+    """[#19 H3] A non-finite loss stops training in one line naming the step and the likely causes; no NaN model is
+    published."""
     from stages import finetune
 
     with tally(BAD_INPUT, f"finetune with learning_rate 1e30 ({precision}): stopped naming the step, no model"):

@@ -156,7 +156,7 @@ def test_vocab_is_not_a_file(tmp_path, capsys, minilm_dir):
 
 
 def test_uncased_vocab_with_symbol_letters_is_uncased(minilm_dir):
-    """'ℝ' is an upper-case letter to Unicode with no lower case: lower-casing keeps it, so it says nothing of
+    """[#19 M10] 'ℝ' is an upper-case letter to Unicode with no lower case: lower-casing keeps it, so it says nothing of
     the vocab's casing (the default model's vocab holds 'ℝ' and '##ℝ')."""
     from bert.tokenization import load_vocab, vocab_is_cased
 
@@ -166,7 +166,7 @@ def test_uncased_vocab_with_symbol_letters_is_uncased(minilm_dir):
 
 @pytest.mark.parametrize("config", ["tokenizer_config.json", "vocab only"])
 def test_tokenize_stage_refuses_keeping_case_for_an_uncased_model(tmp_path, caplog, raw_pair, minilm_dir, config):
-    """do_lower_case: false with the uncased default model turns 19% of MRPC's ids into [UNK]."""
+    """[#19 M10] do_lower_case: false with the uncased default model turns 19% of MRPC's ids into [UNK]."""
     from stages import convert, tokenize
 
     with tally(BAD_INPUT, f"tokenize.do_lower_case: false with the uncased default model ({config})"):

@@ -3,7 +3,8 @@ built-in tasks, fewer examples) puts every task at least 20 points above its unt
 the report's metrics.json, and its majority-class baseline too (classification and multiple choice).
 
 The stages run in-process in dvc.yaml's order with the paths dvc.yaml uses, from params.yaml with only
-the sizes made smaller.
+the sizes made smaller, and evaluation during training on (every 4 of the 16 steps, the best step kept): the
+evaluate stage then finds, for each task kind, exactly the figure fine-tuning selected by.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import convert, download, evaluate, finetune, report, tokenize
+from stages import convert, download, evaluate, finetune, predict, report, tokenize
+from stages._lib import builtin_data
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -27,6 +29,7 @@ def demo(tmp_path_factory):
     values["seeds"] = values["seeds"][:1]
     values["data"]["builtin"].update(train_examples=128, dev_examples=64)
     values["tokenize"]["max_seq_length"] = 48
+    values["finetune"].update(eval_every=4, select="best")
     (root / "params.yaml").write_text(yaml.safe_dump(values))
     p = ["--params", str(root / "params.yaml")]
     seed = values["seeds"][0]
@@ -39,7 +42,8 @@ def demo(tmp_path_factory):
         model = r(f"models/finetuned/{task}/seed{seed}")
         assert finetune.main(["--task", task, "--seed", str(seed), "--features", features, "--model",
                               r("models/pretrained"), "--out", model, "--history",
-                              r(f"reports/history/{task}/seed{seed}.json"), "--work", r(f"checkpoints/{task}"), *p]) == 0
+                              r(f"reports/history/{task}/seed{seed}.json"), "--work", r(f"checkpoints/{task}"),
+                              "--data", raw, *p]) == 0
         common = ["--task", task, "--features", features, "--data", raw, *p]
         assert evaluate.main([*common, "--model", model, "--out", r(f"reports/eval/{task}/seed{seed}")]) == 0
         assert evaluate.main([*common, "--model", r("models/pretrained"), "--untrained",
@@ -48,6 +52,9 @@ def demo(tmp_path_factory):
                         "--history", r("reports/history/{task}/seed{seed}.json"), "--markdown", r("reports/report.md"),
                         "--html", r("reports/report.html"), "--figures", r("reports/figures"),
                         "--metrics", r("reports/metrics.json"), *p]) == 0
+    for task in values["tasks"]:
+        assert predict.main(["--task", task, "--data", r(f"data/raw/{task}"), "--models", r(f"models/finetuned/{task}"),
+                             "--report", r("reports/metrics.json"), "--out", r(f"predictions/{task}"), *p]) == 0
     return root, values
 
 
@@ -68,5 +75,49 @@ def test_every_demo_task_beats_its_baselines_by_20_points(demo):
     for task in metrics:
         assert f"| {task} | **{metrics[task]['primary']}** |" in markdown
     figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
-    assert figures == ["demo-mc-confusion.png", "demo-mc-training.png", "demo-pair-confusion.png",
-                       "demo-pair-training.png", "demo-qa-training.png"]
+    assert figures == ["demo-mc-confusion.png", "demo-mc-dev.png", "demo-mc-training.png", "demo-pair-confusion.png",
+                       "demo-pair-dev.png", "demo-pair-training.png", "demo-qa-dev.png", "demo-qa-training.png"]
+    seed = values["seeds"][0]
+    for task in metrics:
+        assert f"![{task} dev metric during training](figures/{task}-dev.png)" in markdown
+        assert f"- {task} seed {seed}: dev_{metrics[task]['primary']} best " in markdown  # the kept step listed
+
+
+def test_the_evaluate_stage_finds_the_figure_fine_tuning_selected_by(demo):
+    """select: best wrote the weights of the best evaluation: evaluating them gives that figure again, for a
+    classification, a SQuAD and a multiple-choice task (the dev curve's kept point is the report's result)."""
+    root, values = demo
+    seed = values["seeds"][0]
+    for task in values["tasks"]:
+        record = json.loads((root / "reports" / "eval" / task / f"seed{seed}" / "metrics.json").read_text())
+        selection = record["training"]["selection"]
+        history = json.loads((root / "reports" / "history" / task / f"seed{seed}.json").read_text())
+        dev = {p["step"]: p[selection["metric"]] for p in history if selection["metric"] in p}
+        assert sorted(dev) == [4, 8, 12, 16] and selection["evaluations"] == 4
+        assert selection["best_value"] == max(dev.values()) == dev[selection["selected_step"]]
+        assert selection["metric"] == f"dev_{record['primary']}"
+        assert abs(record["metrics"][record["primary"]] - selection["best_value"]) <= 1e-6, (task, record["metrics"])
+
+
+def test_the_predict_stage_scores_the_generated_test_splits_as_dev(demo):
+    """The submissions of the predict stage, scored against the labels the generator drew for the test splits
+    (the files leave them out): the test accuracy is the dev accuracy's, within 10 points (64 examples each)."""
+    root, values = demo
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    b = values["data"]["builtin"]
+    n, seed = b["dev_examples"], b["seed"]
+    pair = builtin_data.pair_rows(builtin_data._rng("demo-pair", "test", seed), n, start_id=3_000_000)
+    rows = (root / "predictions" / "demo-pair" / "demo-pair.tsv").read_text().splitlines()
+    assert rows[0] == "index\tprediction" and [r.split("\t")[0] for r in rows[1:]] == [str(i) for i in range(n)]
+    pair_acc = 100 * sum(r.split("\t")[1] == gold[0] for r, gold in zip(rows[1:], pair, strict=True)) / n
+    mc = builtin_data.mc_rows(builtin_data._rng("demo-mc", "test", seed), n, "test")
+    lines = (root / "predictions" / "demo-mc" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == ",pred"
+    mc_acc = 100 * sum(line.split(",")[1] == gold[-1] for line, gold in zip(lines[1:], mc, strict=True)) / n
+    for task, acc in (("demo-pair", pair_acc), ("demo-mc", mc_acc)):
+        assert acc >= metrics[task]["fine_tuned"]["acc"]["mean"] - 10, (task, acc)
+    answers = json.loads((root / "predictions" / "demo-qa" / "predictions.json").read_text())
+    seed = values["seeds"][0]
+    # demo-qa: the dev file's questions (SQuAD's test set is hidden), answered as evaluate answered them
+    evaluated = root / "reports" / "eval" / "demo-qa" / f"seed{seed}" / "predictions.json"
+    assert answers == json.loads(evaluated.read_text())

@@ -22,7 +22,8 @@ def test_every_finetune_key_reaches_the_engine():
     changed = dataclasses.replace(params, epochs=1.5, learning_rate=3e-5, global_batch_size=24, grad_accum_steps=3,
                                   warmup_proportion=0.2, weight_decay=0.0, max_grad_norm=0.5, precision="bf16",
                                   optimizer="adamw", schedule="warmup_cosine", log_every=7, checkpoint_every=9,
-                                  resume=False, group_by_length=False, num_workers=1)
+                                  resume=False, group_by_length=False, num_workers=1, eval_every=3, select="best",
+                                  patience=2)
     cfg = changed.train_config(seed=11)
     assert type(cfg) is TrainConfig
     for f in dataclasses.fields(TrainConfig):
@@ -35,7 +36,8 @@ def test_training_sections_are_the_engines_config():
     """finetune and pretrain hold TrainConfig's fields (with its checks), but what the engine keeps to itself."""
     engine = {f.name for f in dataclasses.fields(TrainConfig)} - {"min_loss_scale", "keep_checkpoints"}
     assert set(section_keys(FinetuneParams)) == engine - {"seed"} | {"nproc"}
-    assert set(section_keys(PretrainParams)) == engine | {"nproc", "eval_batch_size"}
+    evaluation = {"eval_every", "select", "patience"}  # evaluation during training is fine-tuning's
+    assert set(section_keys(PretrainParams)) == engine - evaluation | {"nproc", "eval_batch_size"}
     assert issubclass(FinetuneParams, TrainConfig) and issubclass(PretrainParams, TrainConfig)
 
 
@@ -44,7 +46,8 @@ def test_the_resume_fingerprint_ignores_what_changes_no_weight():
     for change in ({"log_every": 1}, {"checkpoint_every": 7}, {"num_workers": 2}, {"resume": False},
                    {"grad_accum_steps": 4}):
         assert dataclasses.replace(cfg, **change).trajectory() == cfg.trajectory(), change
-    for change in ({"learning_rate": 1e-3}, {"seed": 1}, {"epochs": 2.0}, {"group_by_length": False}):
+    for change in ({"learning_rate": 1e-3}, {"seed": 1}, {"epochs": 2.0}, {"group_by_length": False},
+                   {"eval_every": 3}, {"eval_every": 3, "select": "best"}, {"eval_every": 3, "patience": 2}):
         assert dataclasses.replace(cfg, **change).trajectory() != cfg.trajectory(), change
 
 

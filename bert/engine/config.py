@@ -5,20 +5,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from bert.engine.precision import PRECISIONS
+from bert.engine.selection import SELECT
 from bert.io.settings import SettingError, above, at_least, check_fields, one_of, proportion, seed_range
 from bert.optim.schedules import SCHEDULES
 
 OPTIMIZERS = ("bertadam", "adamw", "lamb")
 
-# Settings that change the training trajectory: a checkpoint written with other values cannot be
-# resumed. (grad_accum_steps and the world size do not change it, by construction; log_every,
-# checkpoint_every, resume and num_workers change how a run is watched, not what it computes.)
+# Settings that change the training trajectory, or which step ends it and whose weights it keeps (the
+# evaluation keys): a checkpoint written with other values cannot be resumed. (grad_accum_steps and the
+# world size do not change it, by construction; log_every, checkpoint_every, resume and num_workers change
+# how a run is watched, not what it computes.)
 TRAJECTORY_KEYS = ("epochs", "learning_rate", "global_batch_size", "warmup_proportion",
                    "weight_decay", "max_grad_norm", "precision", "loss_scale", "optimizer",
-                   "schedule", "seed", "group_by_length")
+                   "schedule", "seed", "group_by_length", "eval_every", "select", "patience")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class TrainConfig:
     loss_scale: 0 is dynamic fp16 loss scaling, > 0 a static scale (fp16 only).
     checkpoint_every: optimizer steps between checkpoints (0: none); resume: continue from the
     newest checkpoint in the work folder when there is one.
+    eval_every: optimizer steps between evaluations by fit's evaluator (and one at the last step; 0: none);
+    select: the weights a run ends with, the last step's or the best evaluated one's; patience: evaluations
+    in a row without improvement after which training stops early (0: never). See selection.py.
     """
 
     epochs: float = field(default=3.0, metadata=above(0))
@@ -55,12 +60,19 @@ class TrainConfig:
     num_workers: int = field(default=0, metadata=at_least(0))
     min_loss_scale: float = field(default=1.0, metadata=at_least(0))
     keep_checkpoints: int = field(default=1, metadata=at_least(1))
+    eval_every: int = field(default=0, metadata=at_least(0))
+    select: str = field(default="last", metadata=one_of(*SELECT))
+    patience: int = field(default=0, metadata=at_least(0))
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.loss_scale > 0 and self.precision != "fp16":
             raise SettingError("loss_scale", f"{self.loss_scale} is for precision fp16 only, not {self.precision}",
                                type(self).__name__)
+        for key, asks in (("select", self.select == "best"), ("patience", self.patience > 0)):
+            if asks and not self.eval_every:
+                raise SettingError(key, f"{getattr(self, key)} needs evaluations during training: set eval_every "
+                                   "to the optimizer steps between them (it is 0)", type(self).__name__)
 
     def per_device_batch_size(self, world_size: int) -> int:
         """Examples per process per micro-batch.
@@ -97,3 +109,6 @@ class FitResult:
     sequences_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
     skipped_steps: int = 0
+    # With an evaluator (rank 0): {"metric", "select", "selected_step", "best_step", "best_value",
+    # "evaluations", "patience", "stopped_early"}; else None.
+    selection: Optional[dict[str, Any]] = None

@@ -34,9 +34,9 @@ from bert.engine.optim import build_optimizer
 from bert.engine.precision import Precision, TrainingDiverged
 from bert.engine.row_grads import RowGradients
 from bert.engine.sampler import DistributedLengthGroupedSampler, StepPlan
+from bert.engine.selection import Evaluator, Selection
 
 logger = logging.getLogger(__name__)
-
 
 
 def seed_everything(seed: int) -> None:
@@ -77,8 +77,13 @@ class Trainer:
     def __init__(self, model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], Batch],
                  cfg: TrainConfig, work_dir: Path, ctx: DistContext,
                  lengths: Optional[Sequence[int]] = None,
-                 on_log: Optional[Callable[[dict], None]] = None, progress: bool = True):
+                 on_log: Optional[Callable[[dict], None]] = None, progress: bool = True,
+                 evaluator: Optional[Evaluator] = None):
         self.cfg, self.ctx, self.on_log, self.progress = cfg, ctx, on_log, progress
+        if cfg.eval_every and evaluator is None and ctx.is_main:
+            raise ValueError(f"TrainConfig.eval_every is {cfg.eval_every} but fit got no evaluator; pass one "
+                             "(rank 0; the other ranks only wait for it) or set eval_every 0")
+        self.evaluator = evaluator if cfg.eval_every else None
         self.work_dir = Path(work_dir)
         self.dataset, self.collate_fn = dataset, collate_fn
         self.model = model.to(ctx.device)
@@ -121,6 +126,12 @@ class Trainer:
         self.log_steps = 0
         self.log_sequences = 0
         self.log_time = time.perf_counter()
+        # Evaluation during training (rank 0 holds the state): the best so far, and with select "best" its
+        # weights, a copy on the CPU (one model's size) that every checkpoint carries, so that a resumed run
+        # selects what an uninterrupted one would.
+        self.selection = Selection(cfg.patience)
+        self.best_state: Optional[dict[str, torch.Tensor]] = None
+        self.stopped = False  # early: patience evaluations without improvement
 
     # ------------------------------------------------------------------------------------------
     # One optimizer step
@@ -232,6 +243,9 @@ class Trainer:
                 "history": self.history,
                 "log": {"loss": float(self.log_loss), "steps": self.log_steps,
                         "sequences": self.log_sequences},
+                "selection": {**self.selection.state_dict(), "stopped": self.stopped,
+                              # the best step's weights; None when they are this checkpoint's "model"
+                              "best_model": None if self.selection.best_step == self.global_step else self.best_state},
             }
             ckpt.save_checkpoint(self.work_dir, state, keep=self.cfg.keep_checkpoints)
         self.ctx.barrier()
@@ -259,6 +273,11 @@ class Trainer:
         log = state.get("log", {})
         self.log_loss.fill_(float(log.get("loss", 0.0)))
         self.log_steps, self.log_sequences = int(log.get("steps", 0)), int(log.get("sequences", 0))
+        selection = dict(state.get("selection") or {})
+        best_model, self.stopped = selection.pop("best_model", None), bool(selection.pop("stopped", False))
+        self.selection.load_state_dict(selection)
+        if self.cfg.select == "best" and self.selection.best_step >= 0 and self.ctx.is_main:
+            self.best_state = best_model if best_model is not None else _cpu_copy(self.model)
         rng = state["rng"]
         if len(rng) == self.ctx.world_size:
             ckpt.set_rng_state(rng[self.ctx.rank])
@@ -270,7 +289,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # The run
 
-    def _log(self, epoch_progress: float) -> None:
+    def _log(self, epoch_progress: float, evaluation: dict[str, float]) -> None:
         self.check_finite()
         loss = float(self.log_loss) / max(self.log_steps, 1)  # one sync per log line
         now = time.perf_counter()
@@ -282,6 +301,7 @@ class Trainer:
             "loss_scale": self.precision.loss_scale,
             "sequences_per_second": self.log_sequences / max(now - self.log_time, 1e-9),
             "skipped_steps": self.precision.skipped_steps,
+            **evaluation,
         }
         self.history.append(record)
         self.log_loss.zero_()
@@ -304,7 +324,7 @@ class Trainer:
         """Steps until the configured total (logging, checkpoints); returns the sequences trained on."""
         cfg, ctx = self.cfg, self.ctx
         sequences = 0
-        while self.global_step < self.total_steps:
+        while self.global_step < self.total_steps and not self.stopped:
             epoch = self.global_step // self.steps_per_epoch
             self.sampler.set_epoch(epoch)
             self.sampler.set_start_step(self.global_step % self.steps_per_epoch)
@@ -322,13 +342,50 @@ class Trainer:
                 sequences += plan.global_count
                 bar.update(1)
                 done = self.global_step >= self.total_steps
-                if self.global_step % cfg.log_every == 0 or done:
-                    self._log(self.global_step / self.steps_per_epoch)
+                evaluated = bool(cfg.eval_every) and (self.global_step % cfg.eval_every == 0 or done)
+                evaluation = self._evaluate() if evaluated else {}
+                done = done or self.stopped
+                if self.global_step % cfg.log_every == 0 or done or evaluated:
+                    self._log(self.global_step / self.steps_per_epoch, evaluation)
                 if cfg.checkpoint_every and (self.global_step % cfg.checkpoint_every == 0 or done):
                     self.save()
                 if done:
                     break
         return sequences
+
+    def _evaluate(self) -> dict[str, float]:
+        """Rank 0 scores the model (the others wait); every rank learns whether to stop. Returns the figures
+        (rank 0; {} elsewhere) for this step's history point."""
+        figures: dict[str, float] = {}
+        stop = torch.zeros((), device=self.ctx.device)
+        if self.ctx.is_main:
+            assert self.evaluator is not None
+            devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # a DataLoader draws its seed from the global RNG
+                figures = {k: float(v) for k, v in self.evaluator(self.model).items()}
+            value = figures[self.evaluator.primary]
+            if self.selection.update(self.global_step, value) and self.cfg.select == "best":
+                self.best_state = _cpu_copy(self.model)
+            logger.info("step %d: %s %.4f (best %.4f at step %d)", self.global_step, self.evaluator.primary, value,
+                        self.selection.best_value, self.selection.best_step)
+            stop.fill_(float(self.selection.stop))
+        self.stopped = bool(self.ctx.all_reduce_sum(stop))  # also the barrier the other ranks wait at
+        if self.stopped and self.ctx.is_main:
+            logger.info("stopping early at step %d of %d: %d evaluations without improvement", self.global_step,
+                        self.total_steps, self.selection.since_best)
+        return figures
+
+    def _selected(self) -> Optional[dict[str, Any]]:
+        """Rank 0 with an evaluator: put the selected weights in the model; returns what was selected."""
+        if self.evaluator is None or not self.ctx.is_main:  # no evaluation, or not rank 0
+            return None
+        sel = self.selection
+        if self.cfg.select == "best" and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return {"metric": self.evaluator.primary, "select": self.cfg.select,
+                "selected_step": sel.best_step if self.cfg.select == "best" else self.global_step,
+                "best_step": sel.best_step, "best_value": sel.best_value, "evaluations": sel.evaluations,
+                "patience": self.cfg.patience, "stopped_early": self.stopped}
 
     def run(self) -> FitResult:
         """Train until the configured number of steps; returns the FitResult."""
@@ -359,6 +416,7 @@ class Trainer:
         try:
             sequences = self._train_steps(bar)
             self.check_finite(weights=True)  # what the caller writes next must be a usable model
+            selection = self._selected()
         finally:  # also when a step fails: hand the model back as it came
             bar.close()
             self.row_grads.disable()
@@ -370,12 +428,19 @@ class Trainer:
             sequences_per_second=sequences / seconds if self.global_step > start_step else 0.0,
             history=list(self.history),
             skipped_steps=self.precision.skipped_steps,
+            selection=selection,
         )
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights on the CPU (the GPU keeps its memory for training)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def fit(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], Batch], cfg: TrainConfig,
         work_dir: Path, ctx: Optional[DistContext] = None, lengths: Optional[Sequence[int]] = None,
-        on_log: Optional[Callable[[dict], None]] = None, progress: bool = True) -> FitResult:
+        on_log: Optional[Callable[[dict], None]] = None, progress: bool = True,
+        evaluator: Optional[Evaluator] = None) -> FitResult:
     """Fine-tune `model` on `dataset`: one process, or DDP under torchrun; resumable.
 
     Args:
@@ -387,12 +452,16 @@ def fit(model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], Batch],
         work_dir: checkpoints go to work_dir/checkpoints/.
         ctx: from setup_distributed(); None means one process on the CPU.
         lengths: true sequence lengths, for length-grouped batches (with cfg.group_by_length).
-        on_log: called on rank 0 every cfg.log_every steps with {"step", "epoch", "loss",
-            "learning_rate", "loss_scale", "sequences_per_second", "skipped_steps"}.
+        on_log: called on rank 0 every cfg.log_every steps (and at every evaluation) with {"step", "epoch",
+            "loss", "learning_rate", "loss_scale", "sequences_per_second", "skipped_steps"}, plus the
+            evaluator's figures at an evaluated step.
         progress: show a tqdm bar on rank 0.
+        evaluator: with cfg.eval_every, scores the model on rank 0 every eval_every steps and at the last;
+            its figures join that step's history point (a point is logged there), its primary one selects
+            (cfg.select, cfg.patience: selection.py). Rank 0's model then ends with the selected weights.
     Returns:
-        FitResult(global_steps, seconds, sequences_per_second, history, skipped_steps).
+        FitResult(global_steps, seconds, sequences_per_second, history, skipped_steps, selection).
     """
     trainer = Trainer(model, dataset, collate_fn, cfg, work_dir, ctx or DistContext(), lengths,
-                      on_log, progress)
+                      on_log, progress, evaluator)
     return trainer.run()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from bert.io.jsonfile import parse_json
 from bert.tasks.records import DataFormatError
 from bert.tasks.tables import Rows as _Rows, read_jsonl as _read_jsonl, read_table as _read_table
 
@@ -143,10 +144,7 @@ def read_inputs(path: str, text: str, task: str, fmt: Optional[str] = None, colu
 
 
 def _read_json(source: str, text: str) -> Any:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{source}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    raw = parse_json(text, source, error=DataFormatError)
     if isinstance(raw, list):
         for i, item in enumerate(raw):
             if not isinstance(item, dict):

@@ -13,9 +13,7 @@ the next call does not resume it. Each failure is one line naming the URL (and t
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
 import http.client
 import logging
@@ -28,11 +26,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from tqdm.auto import tqdm
 
 from bert.io.fileio import move_into_place, sha256_of, sibling  # sha256_of: re-exported, the stages import it here
+from bert.io.lifetime import lock_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +52,6 @@ class DownloadError(OSError):
 
 class ChecksumError(DownloadError, ValueError):
     """The bytes arrived but are not the expected ones (size or sha256)."""
-
-
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (created if needed), e.g. so that the ranks of a
-    torchrun job do not download the same file at the same time."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _lock_path(dest: Path) -> Path:
@@ -175,7 +160,7 @@ def download(
         logger.warning("%s: sha256 does not match %s, fetching it again", dest, sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = sibling(dest, suffix=".part")
-    with file_lock(_lock_path(dest)):
+    with lock_file(_lock_path(dest)):
         if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
             return dest  # another process finished it while we waited for the lock
         if part.is_file() and part.stat().st_size > bounds.max_bytes:

@@ -30,7 +30,9 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
+
+from bert.io.lifetime import process_start_time, same_process_alive
 
 NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs, tmpfs, APFS)
 _RANDOM = 8  # the characters tempfile.mkdtemp adds
@@ -195,22 +197,8 @@ def _host_prefix(path: Path) -> str:
 
 
 def _temp_prefix(path: Path) -> str:
-    start = _start_time(os.getpid())
+    start = process_start_time(os.getpid())
     return f"{_host_prefix(path)}{os.getpid()}{'' if start is None else f'-{start}'}."
-
-
-def _start_time(pid: int) -> Optional[int]:
-    """When process `pid` started (clock ticks since boot, from /proc), or None where unknown.
-
-    With the PID it names a process for good: a new process that reuses a dead writer's PID (common in
-    containers, where every run counts from 1) has another start time.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 OTHER_HOST_STALE = 7 * 24 * 3600.0  # seconds untouched after which another host's temporary is taken as left
@@ -233,7 +221,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
         if entry.name.startswith(ours):
             token = entry.name[len(ours):].split(".", 1)[0]
             match = re.fullmatch(r"(\d+)(?:-(\d+))?", token)
-            if not match or _writer_alive(int(match.group(1)), match.group(2)):
+            if not match or same_process_alive(int(match.group(1)), match.group(2)):
                 continue
         elif not any_host.fullmatch(entry.name) or _age(entry) < OTHER_HOST_STALE:
             continue
@@ -251,19 +239,6 @@ def _age(entry: Path) -> float:
     except OSError:
         return 0.0
     return time.time() - newest
-
-
-def _writer_alive(pid: int, started: Optional[str]) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        pass
-    if started is None:
-        return True  # a temporary named before start times were recorded: the PID is all there is
-    now = _start_time(pid)
-    return now is None or str(now) == started
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,3 +312,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy the file `source` to the output `path` atomically (its bytes, not its permissions). Returns `path`."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(path)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from bert.formats.convert import convert_tf_checkpoint, locate_google_checkpoint
 from bert.io.archive import CorruptArchiveError, safe_extract
-from bert.io.download import ChecksumError, DownloadError, download, file_lock
+from bert.io.download import ChecksumError, DownloadError, download
 from bert.io.fileio import DiskFullError, atomic_path, atomic_write_text, scratch_folder
+from bert.io.lifetime import lock_file
 from bert.io.releases import (  # noqa: F401 (re-exported: the hub's names)
     ALIASES,
     CACHE_ENV,
@@ -106,7 +107,7 @@ def fetch_release(release: Release, cache_dir: str | os.PathLike | None = None, 
     folder = root / "models" / release.name.replace("/", "--")
     if _is_complete(folder):
         return folder
-    with file_lock(root / "locks" / f"{folder.name}.lock"):
+    with lock_file(root / "locks" / f"{folder.name}.lock"):
         if _is_complete(folder):  # another process converted it while we waited
             return folder
         archive = root / "downloads" / release.path.replace("/", "--")

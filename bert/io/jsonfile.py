@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 Shape = Union[type, tuple[type, ...], None]
 _NAMES = {dict: "a JSON object", list: "a JSON list", str: "a JSON string", int: "a JSON integer",
@@ -44,13 +44,29 @@ def read_json(path: str | os.PathLike, expect: Shape = None, *, error: type[Valu
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise error(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    return parse_json(text, str(path), expect, error=error)
+
+
+def parse_json(text: str, where: str, expect: Shape = None, *, error: type[ValueError] = ValueError,
+               first_line: Optional[int] = None) -> Any:
+    """Parse JSON text read from `where` (a file, ``-`` for stdin), with read_json's one-line errors.
+
+    Args:
+        text: the JSON text.
+        where: what the errors name (the file the text came from).
+        expect: as read_json's.
+        error: as read_json's.
+        first_line: the line of `where` the text is (a JSON Lines file's line): named in every error.
+    Returns:
+        The parsed value.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise error(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+        raise error(f"{where}:{err.lineno + (first_line or 1) - 1}:{err.colno}: not valid JSON ({err.msg})") from None
     except RecursionError:  # e.g. 100 000 nested brackets
-        raise error(f"{path}: not valid JSON (nested too deeply)") from None
-    check_shape(value, expect, str(path), error)
+        raise error(f"{where}: not valid JSON (nested too deeply)") from None
+    check_shape(value, expect, where if first_line is None else f"{where}:{first_line}", error)
     return value
 
 

@@ -4,6 +4,8 @@ worker die with its launcher, turns a stop signal into one clean exit, and locks
     die_with_parent()             a worker that torchrun started (in a session of its own) dies with it
     with stop_signals():          SIGTERM / SIGHUP end the program as Ctrl-C does: an Interrupted, once
     with lock_folder(work, "stage finetune"):   a second run is refused: "... in use by PID n ..."
+    with lock_file(path):         one process at a time (the ranks of a job downloading one file)
+    same_process_alive(pid, t)    a PID and its start time: a PID reused by another process is not alive
 
 A folder lock is the kernel's (flock on the folder itself, no lock file): it is held while the holder's
 process lives and released when it dies however it dies, so a dead run's lock is taken over at once and
@@ -59,6 +61,31 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """When process `pid` started (clock ticks since boot, from /proc), or None where unknown.
+
+    With the PID it names a process for good: a new process that reuses a dead one's PID (common in
+    containers, where every run counts from 1) has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process_alive(pid: int, started: Optional[str]) -> bool:
+    """Whether the process `pid` that started at `started` (process_start_time, as text) still lives; None
+    for `started` trusts the PID alone. Where start times are unknown (no /proc) a live PID counts."""
+    if not process_alive(pid):
+        return False
+    if started is None:
+        return True
+    now = process_start_time(pid)
+    return now is None or str(now) == started
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
@@ -134,6 +161,20 @@ def lock_holder(folder: str | os.PathLike) -> Optional[int]:
                 return int(fields[4])
             same_inode.append(int(fields[4]))  # an overlay file system shows the lower device
     return same_inode[0] if len(same_inode) == 1 else None
+
+
+@contextlib.contextmanager
+def lock_file(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if needed; waits for it), e.g. so that the ranks of a
+    torchrun job do not download the same file at the same time. The kernel releases it when its holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager

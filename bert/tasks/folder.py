@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bert.io.fileio import atomic_write_text
+from bert.io.jsonfile import read_json_object
 from bert.tasks.registry import TASKS, TaskKind, TaskSpec
 from bert.tasks.windows import WindowSettings
 
@@ -279,12 +280,6 @@ def _from_flag(path: Path, config: dict, task: str) -> TaskMetadata:
 
 
 def _read_object(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not found (expected a model folder written by save_pretrained)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
+    if not path.exists():
+        raise ValueError(f"{path}: not found (expected a model folder written by save_pretrained)")
+    return read_json_object(path)

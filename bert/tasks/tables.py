@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from bert.io.jsonfile import parse_json
 from bert.tasks.records import DataFormatError
 
 TABLE_SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -37,13 +37,7 @@ def read_jsonl(source: str, text: str) -> Rows:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"{source}:{n}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(value, dict):
-            raise DataFormatError(f"{source}:{n}: expected a JSON object, got {type(value).__name__}")
-        rows.rows.append((n, value))
+        rows.rows.append((n, parse_json(line, source, dict, error=DataFormatError, first_line=n)))
     return rows
 
 

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from bert.io.fileio import atomic_path  # noqa: E402
+
 
 def training_curves(path: Path, task: str, histories: dict[int, list[dict]]) -> None:
     """Loss and learning rate against the optimizer step, one line per seed."""
@@ -24,7 +26,25 @@ def training_curves(path: Path, task: str, histories: dict[int, list[dict]]) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def dev_curves(path: Path, task: str, metric: str, histories: dict[int, list[dict]], selected: dict[int, int]) -> None:
+    """The dev metric evaluated during training against the optimizer step, one line per seed; the step whose
+    weights each run kept (`selected`: seed -> step) circled."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for seed, points in sorted(histories.items()):
+        dev = [(p["step"], p[metric]) for p in points if metric in p]
+        (line,) = ax.plot([s for s, _ in dev], [v for _, v in dev], marker=".", label=f"seed {seed}")
+        kept = [v for s, v in dev if s == selected.get(seed)]
+        if kept:
+            ax.plot([selected[seed]], kept, "o", markersize=10, fillstyle="none", color=line.get_color())
+    ax.set(title=f"{task}: {metric} during training (circled: kept)", xlabel="optimizer step", ylabel=metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -43,5 +63,11 @@ def confusion_matrix(path: Path, task: str, counts: Sequence[Sequence[int]], lab
     ax.set(xlabel="predicted", ylabel="gold", title=f"{task}: confusion ({note})")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure atomically (its format from the name: the temporary's name ends in .tmp)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".") or "png")

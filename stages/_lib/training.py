@@ -14,7 +14,8 @@ in this order:
    run, i.e. the same fingerprint: the training trajectory (TrainConfig.trajectory(): not log_every,
    checkpoint_every or the process count, which change no weight) and the stage's ``inputs``;
    the engine then continues from the newest one;
-5. the engine's fit, its history streamed to $BERT_HISTORY_STREAM (pipeline.track logs it to MLflow);
+5. the engine's fit (with the stage's evaluator, when its params evaluate during training), its history
+   streamed to $BERT_HISTORY_STREAM (pipeline.track logs it to MLflow);
 6. rank 0: the model folder (weights, the start model's vocab, what the stage says of the model, the stage's
    summary JSON with its params and environment), the history and the stage's other files, all or none; then
    the checkpoints are dropped: the run is complete.
@@ -44,6 +45,7 @@ from torch.utils.data import Dataset
 from bert.engine import DistContext, FitResult, TrainConfig, cleanup_distributed, fit, setup_distributed
 from bert.engine import strip_launcher_args
 from bert.engine.checkpoint import list_checkpoints
+from bert.engine.selection import Evaluator
 from bert.io.jsonfile import read_json_object
 from bert.io.lifetime import lock_folder
 from bert.io.settings import SettingError, at_least
@@ -90,6 +92,7 @@ class Run:
     dataset: Dataset  # with .lengths (true sequence lengths, for length-grouped batches) and len()
     collate_fn: Callable[[list], dict]
     config: TrainConfig
+    evaluator: Optional[Evaluator] = None  # with config.eval_every: scores the model during training
 
 
 @dataclass
@@ -199,7 +202,7 @@ class TrainingStage:
                 prepare_work_dir(args.work, self.name, self.fingerprint(args, run.config))
             ctx.barrier()
             result = fit(run.model, run.dataset, run.collate_fn, run.config, args.work, ctx=ctx,
-                         lengths=run.dataset.lengths, on_log=history_streamer())
+                         lengths=run.dataset.lengths, on_log=history_streamer(), evaluator=run.evaluator)
             if ctx.is_main:
                 outputs = self.finish(args, params, run, result, ctx)
                 outputs.summary.update(params=section_values(params), environment=environment())
