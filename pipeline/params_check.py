@@ -44,8 +44,9 @@ PIPELINES = {
     },
 }
 MATRIX_FILE = "params.yaml"  # the file whose tasks x seeds dvc.yaml's foreach and matrix expand
-MATRIX_KEYS = ("tasks", "seeds")
-TRAINING_SECTIONS = ("finetune", "pretrain")  # checked against this machine too (stages._lib.training.check_launch)
+MATRIX_KEYS = ("tasks", "seeds", "search")  # search: the grid of finetune settings crossed with them
+TRAINING_SECTIONS = ("finetune", "pretrain")
+SEARCHED = "finetune"  # the section params.yaml's search grid overrides  # checked against this machine too (stages._lib.training.check_launch)
 
 
 def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: bool) -> None:
@@ -57,6 +58,7 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
     from stages._lib.params import ParamsError, build, load_matrix, read_params_file
     from stages._lib.tasks import get_task
     from stages._lib.training import check_launch
+    from pipeline.matrix import problems
 
     values = read_params_file(path)
     known = [*sections, *(MATRIX_KEYS if matrix else ())]
@@ -64,6 +66,9 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
     if unknown:
         raise ParamsError(f"{path}: unknown key {unknown[0]} (known keys of the top level: {', '.join(known)})")
     if matrix:
+        if "search" not in values:  # the report's params dep: DVC refuses a missing one, after all the training
+            raise ParamsError(f"{path}: key search is missing (the report stage depends on it): write `search: {{}}` "
+                              "to train finetune's values once per task and seed")
         for i, task in enumerate(load_matrix(path).tasks):
             try:
                 get_task(task)
@@ -75,6 +80,33 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
         params = build(getattr(importlib.import_module(module), name), values[section], section, path)
         if section in TRAINING_SECTIONS:
             check_launch(section, params, params.nproc, path)
+        if matrix and section == SEARCHED:
+            check_search(path, values, params)
+    if matrix:
+        for line in problems(path.parent):
+            raise ParamsError(line)
+
+
+def check_search(path: Path, values: dict, base: object) -> None:
+    """params.yaml's search grid: its keys the finetune section's, each cell a finetune section the stage accepts
+    (built with the cell's overrides, checked against this machine)."""
+    from stages._lib.params import ParamsError, section_keys
+    from stages._lib.search import SECTION, read_search, settings
+    from stages._lib.training import check_launch, with_overrides
+
+    search = read_search(values, path, section_keys(type(base)))
+    for key, options in search.items():  # one value at a time first: the message names the value's place
+        for i, option in enumerate(options):
+            try:
+                with_overrides(base, {key: option}, SEARCHED, path)
+            except ParamsError as err:
+                raise ParamsError(f"{path}: {SECTION}.{key}[{i}]: {str(err).partition(': ')[2]}") from None
+    for cell in settings(search):
+        try:
+            params = with_overrides(base, cell, SEARCHED, path)
+        except ParamsError as err:
+            raise ParamsError(f"{err} ({SECTION} cell {cell})") from None
+        check_launch(SEARCHED, params, params.nproc, path)
 
 
 def check_project(root: Path) -> None:

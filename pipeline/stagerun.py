@@ -35,8 +35,9 @@ from typing import Any, Optional
 from pipeline.dvcgraph import StageSpec, load_pipeline, stage_hashes
 from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, STAGE_TAG, Tracker, git_facts, metric_key,
                                numeric_leaves, read_params)
-from pipeline.trials import (FINETUNE_TAG, TRIAL_TAG, create_trial, find_trial, register_champion,
+from pipeline.trials import (FINETUNE_TAG, SETTING_TAG, TRIAL_TAG, create_trial, find_trial, register_champion,
                              settings_hash, trial_params)
+from stages._lib.search import command_overrides, label
 
 SUMMARY_MAX_BYTES = 1 << 20
 METRICS_NAME = "metrics.json"  # an evaluate out folder's metrics
@@ -258,10 +259,11 @@ class StageRun:
             print(f"[{tracker.label}] {what} {where} at {tracker.uri}", file=sys.stderr, flush=True)
 
     def _training_section(self) -> tuple[str, dict[str, Any]]:
-        """The finetune stage's params section (name, {key: value}) as params.yaml has it."""
+        """The finetune stage's params section (name, {key: value}) as the stage reads it: params.yaml's, with the
+        command's overrides (a trial of the search grid: ``--learning_rate 5e-05``) applied."""
         section = next((p for p in self.spec.params if "." not in p), "finetune") if self.spec else "finetune"
         values = {k[len(section) + 1:]: v for k, v in self.values.items() if k.startswith(section + ".")}
-        return section, values
+        return section, {**values, **command_overrides(self.cmd, values)}
 
     def _open_trial(self) -> Optional[str]:
         task, seed = flag(self.cmd, "--task"), int(flag(self.cmd, "--seed"))
@@ -275,6 +277,9 @@ class StageRun:
         upstream = upstream_params(self.values, self.spec, self.specs) if self.spec else {}
         params = trial_params(task, seed, section_name, section, upstream)
         tags = {FINETUNE_TAG: self.name, "host": platform.node(), **git_facts(self.root)}
+        overrides = command_overrides(self.cmd, section)
+        if overrides:  # the trial's cell of the search grid
+            tags[SETTING_TAG] = label(overrides)
         return create_trial(self.tracker, self.parent, task, seed, key, params, tags)
 
     def log_history(self, records: list[dict], run_id: Optional[str] = None) -> None:

@@ -2,7 +2,8 @@
 
     trial run        params  task, seed, finetune.* (the training section actually used), and the params of
                              the stages upstream of it (model.name, tokenize.*, data.*): the keys that define it
-                     tags    task, seed, bert.trial (a hash of the training section), git commit, device,
+                     tags    task, seed, bert.trial (a hash of the training section), setting (its cell of
+                             params.yaml's search grid, when there is one), git commit, device,
                              precision, world size, DVC's hashes (its data, its model, one digest of its code)
                      metrics the training curves (loss, learning_rate, ... at their steps), dev.<metric>
                      model   the fine-tuned model as an MLflow Model (pipeline.models), logged with the dev metrics
@@ -29,6 +30,7 @@ from typing import Any, Optional
 from pipeline.tracking import KIND_TAG, NO_PARENT_TAG, PARENT_TAG, Tracker, changed_params, param_value
 
 TRIAL_TAG = "bert.trial"  # the hash of the training section: one value per setting
+SETTING_TAG = "setting"  # a trial's cell of params.yaml's search grid, e.g. learning_rate=5e-05
 FINETUNE_TAG = "dvc.stage.finetune"  # the DVC stage that trained it (dvc.stage.evaluate: the one that evaluated it)
 MODEL_PREFIX = "bert-"  # registered models are bert-<task>
 CHAMPION = "champion"

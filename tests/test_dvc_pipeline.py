@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from bert import BertConfig, BertModel
+from pipeline.matrix import write as write_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's python, dvc and torchrun
@@ -71,13 +72,14 @@ def tiny_project(root: Path, minilm_dir: Path) -> Path:
     _tiny_model(root / "tiny-bert", minilm_dir / "vocab.txt")
 
     def edit(v):
-        v["tasks"], v["seeds"] = ["demo-pair"], [7]
+        v["tasks"], v["seeds"], v["search"] = ["demo-pair"], [7], {}
         v["model"]["name"] = str(root / "tiny-bert")
         v["data"]["builtin"].update(train_examples=32, dev_examples=16)
         v["tokenize"]["max_seq_length"] = 32
         v["finetune"].update(epochs=1.0, global_batch_size=16, log_every=1)
         v["evaluate"]["batch_size"] = 16
     _set_params(repo, edit)
+    write_matrix(repo)  # no search grid: one trial per task and seed
     return repo
 
 
