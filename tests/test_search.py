@@ -123,6 +123,26 @@ def test_no_search_is_one_cell_the_finetune_section(tmp_path):
     assert _matrix(root, "check").returncode == 0
 
 
+def test_under_dvc_a_grid_key_without_its_override_is_refused(tmp_path, monkeypatch, caplog):
+    """A key added to the grid but not to dvc.yaml's matrix (`dvc exp run -S search.epochs=[2,3]`): the finetune
+    stage refuses to train finetune's value in its place, before loading anything."""
+    from stages import finetune
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text(encoding="utf-8").replace(
+        "search:\n  learning_rate: [1.0e-4, 5.0e-5]\n", "search:\n  learning_rate: [1.0e-4]\n  epochs: [2.0, 3.0]\n"))
+    argv = ["--task", "demo-pair", "--seed", "1", "--learning_rate", "1e-4", "--features", str(tmp_path / "f"),
+            "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--history", str(tmp_path / "h.json"),
+            "--work", str(tmp_path / "w"), "--params", str(params)]
+    monkeypatch.setenv("DVC_STAGE", "finetune@demo-pair-1-0.0001")
+    assert finetune.main(argv) == 1
+    assert (f"{params}: search.epochs: dvc.yaml's finetune matrix does not cross it (the command has no --epochs): "
+            "run `python -m pipeline.matrix write`") in caplog.text
+    monkeypatch.delenv("DVC_STAGE")  # by hand, outside DVC: the command's overrides are the trial
+    caplog.clear()
+    assert finetune.main(argv) == 1 and "missing pretrained model" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------------
 # The choice, on evaluate records written here
 
