@@ -108,3 +108,17 @@ def test_dvc_reruns_exactly_what_changed(repo):
                             "evaluate@demo-pair-7", "report"}
     manifest = json.loads((repo / "data" / "features" / "demo-pair" / "train" / "manifest.json").read_text())
     assert manifest["max_seq_length"] == 24
+
+
+def test_a_new_value_of_the_search_grid_trains_only_its_cells(repo):
+    """search.learning_rate [3e-4] -> [3e-4, 1e-3]: the 3e-4 trial is up to date (its command and deps are the same),
+    the 1e-3 trial runs, and the report re-runs over both."""
+    _set_params(repo, lambda v: v.update(search={"learning_rate": [3e-4]}))
+    write_matrix(repo)
+    assert _repro(repo) == {"finetune@demo-pair-7-0.0003", "evaluate@demo-pair-7-0.0003", "report"}
+    _set_params(repo, lambda v: v.update(search={"learning_rate": [3e-4, 1e-3]}))  # values: dvc.yaml stays as it is
+    assert _repro(repo) == {"finetune@demo-pair-7-0.001", "evaluate@demo-pair-7-0.001", "report"}
+    grid = json.loads((repo / "reports" / "metrics.json").read_text())["demo-pair"]["grid"]
+    assert [cell["label"] for cell in grid] == ["learning_rate=0.0003", "learning_rate=0.001"]
+    trained = json.loads((repo / "models/finetuned/demo-pair/lr0.001/seed7/training.json").read_text())
+    assert trained["params"]["learning_rate"] == 1e-3
