@@ -35,9 +35,9 @@ from typing import Any, Optional
 from pipeline.dvcgraph import StageSpec, load_pipeline, stage_hashes
 from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, STAGE_TAG, Tracker, git_facts, metric_key,
                                numeric_leaves, read_params)
-from pipeline.trials import (FINETUNE_TAG, SETTING_TAG, TRIAL_TAG, create_trial, find_trial, register_champion,
+from pipeline.trials import (FINETUNE_TAG, TRIAL_TAG, create_trial, find_trial, register_champion,
                              settings_hash, trial_params)
-from stages._lib.search import command_overrides, label
+from stages._lib.search import SECTION, command_overrides
 
 SUMMARY_MAX_BYTES = 1 << 20
 METRICS_NAME = "metrics.json"  # an evaluate out folder's metrics
@@ -277,10 +277,12 @@ class StageRun:
         upstream = upstream_params(self.values, self.spec, self.specs) if self.spec else {}
         params = trial_params(task, seed, section_name, section, upstream)
         tags = {FINETUNE_TAG: self.name, "host": platform.node(), **git_facts(self.root)}
-        overrides = command_overrides(self.cmd, section)
-        if overrides:  # the trial's cell of the search grid
-            tags[SETTING_TAG] = label(overrides)
-        return create_trial(self.tracker, self.parent, task, seed, key, params, tags)
+        return create_trial(self.tracker, self.parent, task, seed, key, params, tags, self._setting(section))
+
+    def _setting(self, section: dict[str, Any]) -> dict[str, Any]:
+        """A trial's cell of params.yaml's search grid: the searched keys' values in its training section."""
+        keys = [k[len(SECTION) + 1:] for k in self.values if k.startswith(SECTION + ".")]
+        return {key: section[key] for key in keys if key in section}
 
     def log_history(self, records: list[dict], run_id: Optional[str] = None) -> None:
         """Log the points of steps not logged yet."""
@@ -406,7 +408,8 @@ class StageRun:
                 **{k: str(environment[k]) for k in ("device", "allocator") if environment.get(k)},
                 **({model_hash[0]: model_hash[1]} if model_hash else {}),
                 **({FINETUNE_TAG: finetune.name} if finetune else {})}
-        run_id = create_trial(self.tracker, self.parent, task, seed, key, params, tags)
+        run_id = create_trial(self.tracker, self.parent, task, seed, key, params, tags,
+                              self._setting(training["params"]))
         for rel in (finetune.plots + finetune.outs) if finetune else ():
             records = read_history_file(self.root / rel)
             if records:

@@ -307,6 +307,7 @@ def test_make_run_over_a_grid_records_each_trials_own_setting(tmp_path, tiny_mod
         run = trials[f"learning_rate={lr}"]
         assert run.data.params["finetune.learning_rate"] == str(lr) and run.data.tags["seed"] == "1"
         assert run.data.tags["dvc.stage.finetune"] == f"finetune@demo-pair-1-{lr}"
+        assert run.info.run_name == f"demo-pair {folder} seed1"  # the first trial of its task, setting and seed
         training = json.loads((project / f"models/finetuned/demo-pair/{folder}/seed1/training.json").read_text())
         assert training["params"]["learning_rate"] == lr  # what the stage trained with
         assert "dev.f1" in run.data.metrics and run.outputs.model_outputs
