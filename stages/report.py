@@ -126,7 +126,7 @@ def summarize_search(task: str, runs: dict[Trial, dict], baseline: dict, toleran
     mine = [trial for trial in runs if setting_id(trial.setting) == cells[best]["id"]]
     summary = summarize_task(task, {t.seed: runs[t] for t in mine}, baseline, tolerance)
     summary["grid"] = cells
-    summary["flagged_trials"] = [{"setting": label_of(t), "seed": t.seed, "why": why} for t, why in flags.items()]
+    summary["flagged_trials"] = [{"setting": setting_id(t.setting), "seed": t.seed, "why": why} for t, why in flags.items()]
     chosen = choose_run(summary, {t.seed: folders[t] for t in mine})
     chosen.update(setting=cells[best]["setting"], setting_label=cells[best]["label"], setting_mean=cells[best]["mean"],
                   seeds_used=cells[best]["n"],
@@ -134,11 +134,6 @@ def summarize_search(task: str, runs: dict[Trial, dict], baseline: dict, toleran
                        "left out), then its best seed" + ("; every run is flagged: all counted" if every else ""))
     summary["chosen"] = chosen
     return summary
-
-
-def label_of(trial: Trial) -> str:
-    """A trial's setting, as the report's tables show it ("" with no search)."""
-    return setting_id(trial.setting)
 
 
 def _grid_table(summaries: dict[str, dict]) -> Table:
@@ -207,7 +202,9 @@ def draw_figures(folder: Path, rel: str, runs: dict[str, dict[int, dict]],
 def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]], seeds: list[int],
                    figure_paths: dict[str, dict[str, str]]) -> Document:
     """The report's content (rendered to both Markdown and HTML)."""
-    first_run = next(iter(next(iter(runs.values())).values()))
+    first_task = next(iter(runs))
+    setting = summaries[first_task]["chosen"]["setting"]
+    first_run = next(run for trial, run in runs[first_task].items() if trial.setting == setting)
     training = first_run.get("training") or {}
     env = training.get("environment", {})
     params = training.get("params", {})
@@ -241,7 +238,7 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]
     for task, task_runs in runs.items():
         for trial, run in task_runs.items():
             t = run.get("training") or {}
-            rows.append([task, label_of(trial) or "—", str(trial.seed), str(t.get("train_examples", "—")), str(t.get("global_steps", "—")),
+            rows.append([task, setting_id(trial.setting) or "—", str(trial.seed), str(t.get("train_examples", "—")), str(t.get("global_steps", "—")),
                          f"{t.get('seconds', 0):.1f}", f"{t.get('sequences_per_second', 0):.1f}",
                          "—" if t.get("final_loss") is None else f"{t['final_loss']:.4f}",
                          f"{run['eval_seconds']:.1f}", f"{run['eval_sequences_per_second']:.1f}"])
@@ -261,7 +258,7 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]
     doc.add(Heading("Environment"))
     doc.add(Bullets([f"{k}: `{v}`" for k, v in env.items()] + [
         f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
-    doc.add(Heading("Training settings"), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
+    doc.add(Heading("Training settings"), Paragraph(f"Those of {first_task}'s chosen setting."), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
     return doc
 
 
@@ -286,7 +283,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             mine = trials([task], matrix.seeds, search)
             folders = {t: Path(args.runs.format(trial=t.folder)).as_posix() for t in mine}
             runs[task] = {t: read_json(Path(folders[t]) / "metrics.json", "evaluate") for t in mine}
-            histories[task] = {f"{label_of(t)} seed {t.seed}".lstrip(): read_json(
+            histories[task] = {f"{setting_id(t.setting)} seed {t.seed}".lstrip(): read_json(
                 args.history.format(trial=t.folder), "finetune") for t in mine}
             baseline = read_json(Path(args.baseline.format(task=task)) / "metrics.json", "baseline")
             summaries[task] = summarize_search(task, runs[task], baseline, params.majority_tolerance, folders)
