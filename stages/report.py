@@ -244,7 +244,8 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]
                          f"{run['eval_seconds']:.1f}", f"{run['eval_sequences_per_second']:.1f}"])
     doc.add(Table(["task", "setting", "seed", "train examples", "steps", "train s", "train seq/s", "final loss", "eval s",
                    "eval seq/s"], rows))
-    total = sum(s["train_seconds"] + s["eval_seconds"] for s in summaries.values())
+    total = sum((run.get("training") or {}).get("seconds", 0) + run["eval_seconds"]
+                for task_runs in runs.values() for run in task_runs.values())  # every trial, not the chosen ones
     doc.add(Paragraph(f"Training and evaluation took {total:.1f} s in all (stage start-up, tokenization and the "
                       "baselines not included)."))
     doc.add(Heading("Training curves"))

@@ -236,6 +236,7 @@ def test_the_report_shows_the_grid_and_the_choice(tmp_path):
             "seed 3 left out: accuracy 50.50 is within 1.0 points of the majority class (50.00) |") in grid
     assert "- demo-pair: learning_rate=5e-05 (mean f1 87.00 over 2 seeds), seed 2 (f1 88.00;" in page
     assert "- demo-pair lr5e-05 seed 3: accuracy 50.50" in page
+    assert "Training and evaluation took 18.0 s in all" in page  # six trials of 2 s training and 1 s evaluation
     metrics = json.loads((r / "metrics.json").read_text())["demo-pair"]
     assert metrics["chosen"]["eval"] == f"{r}/eval/demo-pair/lr5e-05/seed2"
     assert [c["n"] for c in metrics["grid"]] == [3, 2]
