@@ -37,7 +37,7 @@ from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, STAGE_TAG, T
                                numeric_leaves, read_params)
 from pipeline.trials import (FINETUNE_TAG, TRIAL_TAG, create_trial, find_trial, register_champion,
                              settings_hash, trial_params)
-from stages._lib.search import SECTION, command_overrides
+from stages._lib.search import SECTION, command_overrides, setting_id
 
 SUMMARY_MAX_BYTES = 1 << 20
 METRICS_NAME = "metrics.json"  # an evaluate out folder's metrics
@@ -391,7 +391,9 @@ class StageRun:
         from pipeline.models import log_trial_model
 
         length = self.values.get("tokenize.max_seq_length")
-        model_id = log_trial_model(tracker, run_id, root / model_rel, record.get("kind"), f"{task}-seed{seed}",
+        name = "-".join(filter(None, (task, setting_id(self._setting(training["params"])), f"seed{seed}")))
+        name = re.sub(r"[/:.%\"']", "_", name)  # MLflow refuses these in a model's name: demo-pair-lr0_0001-seed1
+        model_id = log_trial_model(tracker, run_id, root / model_rel, record.get("kind"), name,
                                    length if isinstance(length, int) else None)
         tracker.log_metrics(run_id, dev, model_id=model_id)
 

@@ -311,7 +311,9 @@ def test_make_run_over_a_grid_records_each_trials_own_setting(tmp_path, tiny_mod
         assert run.info.run_name == f"demo-pair {folder} seed1"  # the first trial of its task, setting and seed
         training = json.loads((project / f"models/finetuned/demo-pair/{folder}/seed1/training.json").read_text())
         assert training["params"]["learning_rate"] == lr  # what the stage trained with
-        assert "dev.f1" in run.data.metrics and run.outputs.model_outputs
+        assert "dev.f1" in run.data.metrics
+        model_id = run.outputs.model_outputs[-1].model_id
+        assert mlflow_client(project).get_logged_model(model_id).name == f"demo-pair-{folder.replace('.', '_')}-seed1"
     summary = json.loads((project / "reports/metrics.json").read_text())["demo-pair"]
     grid = summary["grid"]  # the report's per-seed values are the trials' dev F1 in MLflow
     assert {c["label"]: c["per_seed"] for c in grid} == {k: {"1": r.data.metrics["dev.f1"]} for k, r in trials.items()}
