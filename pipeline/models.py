@@ -1,12 +1,13 @@
 """A trial's fine-tuned model logged as an MLflow Model (a pyfunc: text in, labels and probabilities out), its
 bytes stored once.
 
-    model_id = log_trial_model(tracker, run_id, Path("models/finetuned/mrpc/seed42"), kind="pair_classification")
+    model_id = log_trial_model(tracker, run_id, Path("models/finetuned/mrpc/seed42"), name="mrpc-seed42")
 
 The model is pipeline/serving.py (a "model from code": MLflow runs that file to load it) around the model
 folder (artifact ``model``), with the ``bert`` package shipped beside it (code_paths), so that it serves
 anywhere MLflow and torch are installed: ``mlflow models serve -m models:/bert-<task>@champion``. Its
-signature and input example follow the task's kind (the folder's task entry, bert/tasks/folder.py).
+signature and input example follow the task's kind: the folder's task entry (bert/tasks/folder.py), which the
+finetune stage writes with the label names and the tokenizer's settings, so the folder alone says how to load it.
 
 Stored once: the model folder is a DVC out, so DVC's cache holds each of its files already (the evaluate
 stage, which logs the model, runs after DVC has cached the finetune stage's outs). Once MLflow has copied
@@ -24,7 +25,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -34,12 +34,8 @@ from pipeline.tracking import Tracker
 SERVING = Path(__file__).with_name("serving.py")
 BERT_PACKAGE = Path(__file__).resolve().parents[1] / "bert"
 MODEL_ARTIFACT = "model"  # the model folder's key among the MLflow Model's artifacts
-SETTINGS = "predict.json"  # the other artifact: {"task", "max_seq_length"} for a folder with no task entry
 REQUIREMENTS = ("torch", "numpy", "safetensors", "tqdm", "pandas", "mlflow")
 FICLONE = 0x40049409  # ioctl: share a file's extents (a reflink), on filesystems that can
-# A kind's word for `bert predict --task` (bert/tasks/folder.py's KIND_WORDS), for a folder with no task entry.
-KIND_WORDS = {"single_classification": "single", "pair_classification": "pair", "regression": "regression",
-              "multi_label_classification": "multi-label", "squad": "qa", "multiple_choice": "multiple-choice"}
 EXAMPLES = {  # one input per kind, as the served model takes it
     "single_classification": {"text": "a gripping, beautifully shot film"},
     "pair_classification": {"text": "The cat sat on the mat.", "text_b": "A cat was sitting on the mat."},
@@ -51,19 +47,18 @@ EXAMPLES = {  # one input per kind, as the served model takes it
 }
 
 
-def model_kind(model_dir: Path, fallback: Optional[str]) -> tuple[str, Optional[str]]:
-    """The kind of a fine-tuned folder (TaskKind's value) and the `task` hint its loader needs (None if its
-    config.json has the task entry; else the kind's word, from `fallback`: the evaluate record's kind)."""
+def model_kind(model_dir: Path) -> str:
+    """The kind of a fine-tuned folder (TaskKind's value), from its config.json's task entry, which the finetune
+    stage writes (bert/tasks/folder.py)."""
     try:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         config = {}
     entry = config.get("task") if isinstance(config, dict) else None
-    if isinstance(entry, dict) and entry.get("kind") in KIND_WORDS:
-        return entry["kind"], None
-    if fallback not in KIND_WORDS:
-        raise ValueError(f"{model_dir}/config.json says no task kind, and none was given")
-    return fallback, KIND_WORDS[fallback]
+    if isinstance(entry, dict) and entry.get("kind") in EXAMPLES:
+        return entry["kind"]
+    raise ValueError(f"{model_dir}/config.json has no task entry saying what the model was fine-tuned for; "
+                     "re-run its finetune stage, which writes it")
 
 
 def signature_of(kind: str, pair: bool) -> Any:
@@ -99,24 +94,21 @@ def requirements() -> list[str]:
     return found
 
 
-def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, kind: Optional[str] = None,
-                    name: str = "model", max_seq_length: Optional[int] = None) -> Optional[str]:
+def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, name: str = "model") -> Optional[str]:
     """Log a fine-tuned model folder as the trial run's MLflow Model; its files linked to DVC's cache.
 
     Args:
         tracker: connected (its failures are counted, never raised).
         run_id: the trial run.
-        model_dir: the fine-tuned folder (a DVC out, already cached).
-        kind: the task's kind (TaskKind's value), for a folder whose config.json has no task entry.
+        model_dir: the fine-tuned folder (a DVC out, already cached), with its task entry.
         name: the MLflow Model's name.
-        max_seq_length: the tokens per input it was trained with, for a folder with no task entry.
     Returns:
         The MLflow Model's id, or None when it could not be logged (said in one line).
     """
     if tracker.down is not None or not run_id:
         return None
     try:
-        kind, hint = model_kind(model_dir, kind)
+        kind = model_kind(model_dir)
     except ValueError as err:
         print(f"[{tracker.label}] model not logged: {err}", file=sys.stderr)
         return None
@@ -133,14 +125,10 @@ def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, ki
             example.pop("text_b", None)
         model = tracker.client.create_logged_model(tracker.experiment_id, name=name, source_run_id=run_id,
                                                    model_type=f"bert-{kind}")
-        with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
-            # how to load the folder (pipeline/serving.py): only a folder without a task entry needs saying
-            settings = Path(tmp, SETTINGS)
-            settings.write_text(json.dumps({"task": hint, "max_seq_length": max_seq_length if hint else None}))
-            Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
-                      python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), "settings": str(settings)},
-                      code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
-                      input_example=pd.DataFrame([example]), pip_requirements=requirements())
+        Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
+                  python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir)},
+                  code_paths=[str(BERT_PACKAGE)], signature=signature_of(kind, pair),
+                  input_example=pd.DataFrame([example]), pip_requirements=requirements())
         return model.model_id
 
     try:  # not through tracker.call: a model that cannot be logged is not a store that is down

@@ -7,7 +7,8 @@ meets, in its own words: ``seeds: 42`` is "unexpected error - 'Value' object is 
 keys of different types (``1:`` and ``foo:``) a TypeError, an alias bomb a hang; a repeated task was refused
 only by the report, after all the training. Here each pipeline's params file is read as its stages read
 it (stages._lib.params: YAML 1.2, repeated keys, aliases bounded), every section by its stage's dataclass,
-no top-level key unknown, the matrix (lists, known tasks, no repeats, seeds in range) and the training
+no top-level key unknown, your own datasets (their keys, kinds, files under datasets/), the matrix (lists,
+tasks built in or defined in datasets, no repeats, seeds in range) and the training
 sections against this machine (processes, and a global batch they can share), before anything runs.
 
 This runs in a process of its own (pipeline.track starts it): it imports every stage, and what pipeline.track
@@ -31,10 +32,12 @@ PIPELINES = {
     "params.yaml": {
         "model": ("stages.convert", "ModelParams"),
         "data": ("stages.download", "DataParams"),
+        "datasets": ("stages._lib.datasets", "check_datasets"),  # your own tasks: a mapping of entries
         "tokenize": ("stages.tokenize", "TokenizeParams"),
         "finetune": ("stages.finetune", "FinetuneParams"),
         "evaluate": ("stages.evaluate", "EvaluateParams"),
         "report": ("stages.report", "ReportParams"),
+        "predict": ("stages.predict", "PredictParams"),
     },
     "pretrain/params.yaml": {
         "model": ("stages.convert", "ModelParams"),
@@ -45,8 +48,8 @@ PIPELINES = {
 }
 MATRIX_FILE = "params.yaml"  # the file whose tasks x seeds dvc.yaml's foreach and matrix expand
 MATRIX_KEYS = ("tasks", "seeds", "search")  # search: the grid of finetune settings crossed with them
-TRAINING_SECTIONS = ("finetune", "pretrain")
-SEARCHED = "finetune"  # the section params.yaml's search grid overrides  # checked against this machine too (stages._lib.training.check_launch)
+TRAINING_SECTIONS = ("finetune", "pretrain")  # checked against this machine too (stages._lib.training.check_launch)
+SEARCHED = "finetune"  # the section params.yaml's search grid overrides
 
 
 def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: bool) -> None:
@@ -55,8 +58,9 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
     Raises:
         ParamsError: the first problem, one line naming the file and the dotted key.
     """
+    from stages._lib.datasets import SECTION as DATASETS, check_datasets, check_files_exist
     from stages._lib.params import ParamsError, build, load_matrix, read_params_file
-    from stages._lib.tasks import get_task
+    from stages._lib.tasks import builtin_tasks, get_task
     from stages._lib.training import check_launch
     from pipeline.matrix import problems
 
@@ -69,17 +73,27 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
         if "search" not in values:  # the report's params dep: DVC refuses a missing one, after all the training
             raise ParamsError(f"{path}: key search is missing (the report stage depends on it): write `search: {{}}` "
                               "to train finetune's values once per task and seed")
+        if DATASETS not in values:  # DVC refuses a params dependency that is not there, in its own words
+            raise ParamsError(f"{path}: section {DATASETS!r} is missing (write {DATASETS}: {{}} when you have none)")
+        datasets = check_datasets(values[DATASETS], path, builtin_tasks())
         for i, task in enumerate(load_matrix(path).tasks):
             try:
-                get_task(task)
+                get_task(task, path)
             except ValueError as err:
                 raise ParamsError(f"{path}: tasks[{i}]: {err}") from None
+            if task in datasets:  # DVC would start, and download would stop at the missing file
+                check_files_exist(datasets[task], path.parent, path)
     for section, (module, name) in sections.items():
+        if section == DATASETS:
+            continue  # checked above, whole (its entries are tasks, not one dataclass)
         if section not in values:
             raise ParamsError(f"{path}: section {section!r} is missing")
         params = build(getattr(importlib.import_module(module), name), values[section], section, path)
         if section in TRAINING_SECTIONS:
             check_launch(section, params, params.nproc, path)
+        if matrix and section == "predict" and params.seed is not None and params.seed not in load_matrix(path).seeds:
+            raise ParamsError(f"{path}: predict.model: {params.model} names no model: seed {params.seed} is not "
+                              f"one of seeds {load_matrix(path).seeds}")
         if matrix and section == SEARCHED:
             check_search(path, values, params)
     if matrix:

@@ -7,10 +7,9 @@
 
 A "model from code" (pipeline.models logs this file with the model): MLflow runs it to get the model,
 so nothing is pickled and the class need not be importable where the model is served. The model
-folder (weights, vocab, config.json with the task entry of bert/tasks/folder.py) is the artifact
-``model``, and ``settings`` says how to read a folder without the task entry (its kind's word and
-max_seq_length, as ``bert predict --task --max-seq-length`` would). The predictions are ``bert predict``'s
-own (bert.inference.Predictor), without the echoed inputs:
+folder (weights, vocab, tokenizer_config.json, config.json with the task entry of bert/tasks/folder.py that
+the finetune stage writes) is the artifact ``model``: it says how to read it. The predictions are
+``bert predict``'s own (bert.inference.Predictor), without the echoed inputs:
 
     input columns                          output columns
     text [, text_b]                        label, probabilities {label: p}    (classification)
@@ -22,8 +21,6 @@ own (bert.inference.Predictor), without the echoed inputs:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Optional
 
 import mlflow
@@ -66,9 +63,7 @@ class BertPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         from bert.inference.predictor import Predictor
 
-        settings = json.loads(Path(context.artifacts["settings"]).read_text(encoding="utf-8"))
-        self.predictor = Predictor(context.artifacts["model"], task=settings.get("task"),
-                                   max_seq_length=settings.get("max_seq_length"))
+        self.predictor = Predictor(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None
                 ) -> pd.DataFrame:

@@ -390,11 +390,9 @@ class StageRun:
                 self._log_file(path, run_id, "eval")
         from pipeline.models import log_trial_model
 
-        length = self.values.get("tokenize.max_seq_length")
         name = "-".join(filter(None, (task, setting_id(self._setting(training["params"])), f"seed{seed}")))
         name = re.sub(r"[/:.%\"']", "_", name)  # MLflow refuses these in a model's name: demo-pair-lr0_0001-seed1
-        model_id = log_trial_model(tracker, run_id, root / model_rel, record.get("kind"), name,
-                                   length if isinstance(length, int) else None)
+        model_id = log_trial_model(tracker, run_id, root / model_rel, name)
         tracker.log_metrics(run_id, dev, model_id=model_id)
 
     def _trial_from_model(self, task: str, seed: int, key: str, training: dict, model_rel: str,

@@ -2,7 +2,9 @@
 
     python -m stages.download --task demo-pair --out data/raw/demo-pair
 
-Demo tasks are always generated (stages._lib.builtin_data). For the other tasks ``data.source`` says:
+Demo tasks are always generated (stages._lib.builtin_data). A dataset of params.yaml's ``datasets`` section
+(your own files under datasets/) is read, checked row by row and normalised (stages._lib.datasets), whatever
+``data.source`` says. For the other tasks ``data.source`` says:
 ``local`` copies the task's files from ``data.local_dir`` (the task's own folder, or a folder holding
 one folder per task, e.g. ../shared/data/glue); ``download`` fetches the official files into the
 download cache (resumable, verified) and builds the folder from them. Every file's sha256 is recorded.
@@ -20,11 +22,11 @@ from typing import Optional
 from bert.io.download import sha256_of
 from bert.io.fileio import scratch_folder
 from bert.io.settings import at_least, one_of
-from stages._lib import builtin_data
+from stages._lib import builtin_data, datasets
 from stages._lib.common import atomic_outputs, run_stage, stage_parser, write_json
-from stages._lib.params import load_section
+from stages._lib.params import DEFAULT_PARAMS, load_section
 from stages._lib.sources import SOURCES, TaskSource, build_mrpc, git_blob_id, remote_url
-from stages._lib.tasks import DEMO_FORMATS, get_task
+from stages._lib.tasks import DEMO_FORMATS, get_task, is_builtin
 
 logger = logging.getLogger("stages.download")
 SOURCE_FILE = "SOURCE.json"
@@ -98,7 +100,7 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
 
     cache = download_cache_dir() / ("mnli" if task == "mnli-mm" else task)  # one MNLI.zip for both
     fetched = []
-    for remote in source.files:
+    for remote in (*source.files, *source.also):
         url = remote_url(task, remote, mirror)
         path = download(url, cache / remote.name, sha256=remote.sha256)
         blob = git_blob_id(path) if remote.git_blob else None
@@ -118,15 +120,20 @@ def fetch(task: str, source: TaskSource, mirror: str, out: Path) -> dict[str, st
         else:
             src = cache
         files = copy_local(task, src, out)
+    for remote in source.also:
+        shutil.copyfile(cache / remote.name, out / remote.name)
+        files[remote.name] = remote.name
     for name, digest in source.expected.items():
         if (out / name).is_file() and sha256_of(out / name) != digest:
             raise ValueError(f"{out / name}: sha256 {sha256_of(out / name)} is not the official {digest}")
     return files
 
 
-def materialise(task: str, params: DataParams, out: Path) -> dict:
+def materialise(task: str, params: DataParams, out: Path, params_file: Path = DEFAULT_PARAMS) -> dict:
     """Write `task`'s raw files into `out` (an empty folder); returns the SOURCE.json record."""
-    if task in DEMO_FORMATS:
+    if not is_builtin(task):
+        files, origin = datasets.materialise(datasets.load_datasets(params_file)[task], params_file, out)
+    elif task in DEMO_FORMATS:
         b = params.builtin
         files = builtin_data.write_builtin(task, out, b.train_examples, b.dev_examples, b.seed)
         origin = {"source": "builtin", "train_examples": b.train_examples, "dev_examples": b.dev_examples,
@@ -137,6 +144,12 @@ def materialise(task: str, params: DataParams, out: Path) -> dict:
     elif params.source == "local":
         folder = find_local_folder(task, params.local_dir)
         files = copy_local(task, folder, out)
+        for name in (r.name for r in SOURCES[task].also) if task in SOURCES else ():
+            # beside the task's files, or in the GLUE folder's diagnostic/ (download_glue_data.py's layout)
+            found = [p for p in (folder / name, folder.parent / FOLDER_NAMES["ax"] / name) if p.is_file()]
+            if found:
+                shutil.copyfile(found[0], out / name)
+                files[name] = name
         origin = {"source": "local", "folder": str(folder.resolve())}
     else:
         if task not in SOURCES:
@@ -161,10 +174,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> None:
         params = load_section("data", DataParams, args.params)
-        get_task(args.task)  # an unknown task fails before anything is written
+        get_task(args.task, args.params)  # an unknown task fails before anything is written
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
-            origin = materialise(args.task, params, tmp)
+            origin = materialise(args.task, params, tmp, args.params)
             write_json(tmp / SOURCE_FILE, origin)
         logger.info("%s: %s data in %s (%s)", args.task, origin["source"], args.out,
                     ", ".join(f"{s}={f['name']}" for s, f in origin["files"].items()))

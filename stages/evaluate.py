@@ -8,7 +8,10 @@ Writes ``<out>/metrics.json`` and ``<out>/predictions.json`` (SQuAD: the officia
 format, plus nbest_predictions.json). All metrics are in points (0-100), as GLUE and SQuAD report them.
 ``--untrained`` is the baseline: the pretrained encoder with a freshly initialised head (seeded by
 ``evaluate.baseline_seed``), not fine-tuned. Classification and multiple choice also get the
-majority-class baseline: always predicting the train set's most frequent label (or choice position).
+majority-class baseline: always predicting the train set's most frequent label (or choice position); a
+multi-label task each label's most frequent value in train.
+Features cut into windows (tokenize.windows) are scored per example: its windows' logits combined (mean or
+max, as the manifest says) by bert.tasks.windows.combine_windows, as ``bert predict`` combines them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,27 +33,16 @@ from bert.tasks.records import SquadFeatures, SquadResult
 from bert.tasks.squad import load_squad_json
 from bert.tasks.squad_metrics import evaluate_v1, evaluate_v2
 from bert.tasks.squad_postprocess import compute_predictions
-from bert.engine.precision import PRECISIONS
-from bert.io.settings import at_least, one_of
+from bert.tasks.windows import combine_windows
 from bert.io.fileio import sha256_of
 from stages._lib.common import (atomic_outputs, load_features, read_json, require_input, run_stage, stage_parser,
                                 write_json)
-from stages._lib.params import load_section
-from stages._lib.tasks import get_task, head_for, primary_metric
+from stages._lib.evaluation import EvaluateParams
+from stages._lib.params import DEFAULT_PARAMS, load_section
+from stages._lib.tasks import get_task, head_for, manifest_labels, primary_metric
 
 logger = logging.getLogger("stages.evaluate")
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    """Section ``evaluate``."""
-
-    batch_size: int = field(metadata=at_least(1))
-    precision: str = field(metadata=one_of(*PRECISIONS))
-    n_best_size: int = field(metadata=at_least(1))  # SQuAD
-    max_answer_length: int = field(metadata=at_least(1))  # SQuAD, in tokens
-    null_score_diff_threshold: float  # SQuAD v2.0
-    baseline_seed: int  # seeds the random head of the untrained baseline
+MULTI_LABEL_THRESHOLD = 0.5  # a label's probability above which a multi-label model predicts it
 
 
 def _points(metrics: dict[str, float]) -> dict[str, float]:
@@ -65,10 +56,33 @@ def confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
     return counts.tolist()
 
 
+def first_windows(features: CachedFeatures) -> Optional[np.ndarray]:
+    """The row of each example's first window ([E]), or None when every example is one row (no windows)."""
+    if not features.manifest.extra.get("window"):
+        return None
+    index = np.asarray(features.metadata["example_index"])
+    return np.flatnonzero(np.r_[True, index[1:] != index[:-1]])  # windows of an example are consecutive
+
+
+def per_example(logits: torch.Tensor, features: CachedFeatures) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """(logits [E, C], gold labels [E], ids [E]) of a split's examples: windows combined as the manifest says."""
+    gold = features.labels("labels").numpy()
+    ids = (features.metadata or {}).get("ids") or [str(i) for i in range(len(features))]
+    first = first_windows(features)
+    if first is None:
+        return logits, gold, ids
+    window = features.manifest.extra["window"]
+    combined = combine_windows(logits.float().numpy(), features.metadata["example_index"],
+                               features.manifest.num_examples, window["combine"])
+    return torch.from_numpy(combined), gold[first], [ids[i] for i in first]
+
+
 def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeatures, train_labels: torch.Tensor):
-    """Metrics, confusion, majority baseline and per-example predictions of GLUE and SWAG tasks."""
-    gold = dev.labels("labels").numpy()
-    ids = (dev.metadata or {}).get("ids") or [str(i) for i in range(len(dev))]
+    """Metrics, confusion, majority baseline and per-example predictions of GLUE, SWAG and own-data tasks
+    (train_labels: one per example)."""
+    logits, gold, ids = per_example(logits, dev)
+    if spec.kind is TaskKind.MULTI_LABEL_CLASSIFICATION:
+        return multilabel_metrics(spec, logits, gold, ids, train_labels)
     if spec.kind is TaskKind.REGRESSION:
         pred = logits.view(-1).float().numpy()
         metrics = _points(task_metrics(spec, pred, gold))
@@ -90,6 +104,25 @@ def classification_metrics(spec: TaskSpec, logits: torch.Tensor, dev: CachedFeat
         "majority": {"class": names[majority_class], "metrics": majority},
         "predictions": rows,
     }
+    return metrics, extra
+
+
+def multilabel_metrics(spec: TaskSpec, logits: torch.Tensor, gold: np.ndarray, ids: list, train_labels: torch.Tensor):
+    """Micro and macro F1 and exact match of a multi-label task: a label is predicted when its sigmoid is above
+    MULTI_LABEL_THRESHOLD (bert predict's default); the majority baseline predicts each label's most frequent
+    value in train."""
+    probs = torch.sigmoid(logits.float()).numpy()  # [N, L]
+    pred, gold = probs > MULTI_LABEL_THRESHOLD, gold > 0.5
+    names = list(spec.labels)
+    metrics = _points(task_metrics(spec, pred, gold))
+    majority_row = (train_labels.float().mean(0) > 0.5).numpy()
+    majority = _points(task_metrics(spec, np.broadcast_to(majority_row, gold.shape), gold))
+    chosen = lambda row: [n for n, on in zip(names, row) if on]  # noqa: E731
+    rows = [{"id": i, "label": chosen(g), "prediction": chosen(p), "probabilities": [round(float(x), 6) for x in pr]}
+            for i, g, p, pr in zip(ids, gold, pred, probs, strict=True)]
+    extra = {"labels": names, "predicted_counts": pred.sum(0).tolist(), "gold_counts": gold.sum(0).tolist(),
+             "majority": {"class": "+".join(chosen(majority_row)) or "(no label)", "metrics": majority},
+             "predictions": rows}
     return metrics, extra
 
 
@@ -147,12 +180,12 @@ def load_finetuned(head: type, model_dir: Path, task: str):
 
 
 def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, untrained: bool,
-             params: EvaluateParams) -> tuple[dict, dict]:
+             params: EvaluateParams, params_file: Path = DEFAULT_PARAMS) -> tuple[dict, dict]:
     """Predict the dev set; returns (the metrics.json record, extra outputs incl. predictions)."""
-    spec = get_task(task)
     producer = "convert" if untrained else "finetune"
     require_input(model_dir / "config.json", producer, "model")
     dev = load_features(Path(features_dir) / "dev", model_dir, task)
+    spec = get_task(task, params_file, labels=manifest_labels(dev.manifest))
     head, kwargs = head_for(spec)
     if untrained:
         torch.manual_seed(params.baseline_seed)
@@ -169,7 +202,9 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
         require_input(data_dir, "download", f"raw data of {task}")
         metrics, extra = squad_metrics(spec, outputs, dev, data_dir, params)
     else:
-        train_labels = load_features(Path(features_dir) / "train", model_dir, task).labels("labels")
+        train = load_features(Path(features_dir) / "train", model_dir, task)
+        first = first_windows(train)
+        train_labels = train.labels("labels") if first is None else train.labels("labels")[torch.from_numpy(first)]
         metrics, extra = classification_metrics(spec, outputs[0], dev, train_labels)
     training = None
     if not untrained and (model_dir / "training.json").is_file():
@@ -177,7 +212,8 @@ def evaluate(task: str, features_dir: Path, data_dir: Path, model_dir: Path, unt
     record: dict[str, Any] = {
         "task": task, "kind": spec.kind.value, "metric": spec.metric, "primary": primary_metric(spec),
         "untrained": untrained, "metrics": metrics, "dev_examples": dev.manifest.num_examples,
-        "dev_features": len(dev), "eval_seconds": seconds, "eval_sequences_per_second": len(dev) / seconds,
+        "dev_features": len(dev), "window": dev.manifest.extra.get("window"), "eval_seconds": seconds,
+        "eval_sequences_per_second": len(dev) / seconds,
         "training": training,
         **{k: v for k, v in extra.items() if k not in ("predictions", "nbest")},
     }
@@ -197,7 +233,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> None:
         params = load_section("evaluate", EvaluateParams, args.params)
-        record, extra = evaluate(args.task, args.features, args.data, args.model, args.untrained, params)
+        record, extra = evaluate(args.task, args.features, args.data, args.model, args.untrained, params, args.params)
         with atomic_outputs(args.out) as (tmp,):
             tmp.mkdir()
             write_json(tmp / "metrics.json", record)

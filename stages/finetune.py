@@ -10,8 +10,9 @@ overrides params.yaml's value: a trial of the search grid (stages._lib.search; d
 
 dvc.yaml runs it through ``python -m bert.engine.launch`` (torchrun, asking ``preflight`` first); it also runs
 as ``python -m stages.finetune ...`` (one process) and under the old ``python -m torch.distributed.launch``.
-Rank 0 writes the fine-tuned model folder (config.json,
-model.safetensors, vocab.txt, training.json) and the per-step training history (a JSON list, one
+Rank 0 writes the fine-tuned model folder (config.json with
+what it was fine-tuned for: id2label, label2id, problem_type and the task entry of bert/tasks/folder.py;
+model.safetensors, vocab.txt, tokenizer_config.json, training.json) and the per-step training history (a JSON list, one
 point per ``log_every`` optimizer steps, read by ``dvc plots``); resumable checkpoints live under
 ``--work`` and are dropped once the run has finished. The steps every training stage shares are
 stages._lib.training's; what is the task's own is here.
@@ -29,14 +30,17 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from bert.data.cache import pad_collate
+from bert.data.cache import CacheManifest, pad_collate
 from bert.engine import DistContext, FitResult
 from bert.io.fingerprint import fingerprint
 from bert.io.settings import SettingError, check_value, seed_range
+from bert.tasks import TaskKind, TaskSpec
+from bert.tasks.folder import metadata_for_task, write_task_metadata
+from bert.tasks.windows import WindowSettings
 from stages._lib.common import load_features, require_input
 from stages._lib.params import ParamsError, read_params_file
 from stages._lib.search import SECTION, read_search
-from stages._lib.tasks import get_task, head_for
+from stages._lib.tasks import get_task, head_for, manifest_labels
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
 
 PAD_ID = 0  # BERT vocabularies put [PAD] first
@@ -76,11 +80,11 @@ class Finetune(TrainingStage):
             check_value(int, seed_range(), args.seed, "--seed")
         except SettingError as err:
             raise ValueError(f"{err} (the run's seed: an entry of params.yaml's seeds)") from None
-        spec = get_task(args.task)
         require_input(args.model / "config.json", "convert", "pretrained model")
         train = load_features(args.features / "train", args.model)
         if train.manifest.task != args.task:
             raise ValueError(f"{args.features}: features of task {train.manifest.task}, not {args.task}")
+        self.spec = spec = get_task(args.task, args.params, labels=manifest_labels(train.manifest))
         head, kwargs = head_for(spec)
         torch.manual_seed(args.seed)  # the new head's initialisation depends on the run's seed
         model = head.from_pretrained(args.model, **kwargs)
@@ -97,7 +101,22 @@ class Finetune(TrainingStage):
                    "final_loss": final_loss(result)}
         message = (f"{args.task} seed {args.seed}: {result.global_steps} steps in {result.seconds:.1f} s "
                    f"({result.sequences_per_second:.1f} sequences/s) -> {args.out}")
-        return Outputs(self.summary_name, summary, message=message)
+        return Outputs(self.summary_name, summary, message=message,
+                       describe=functools.partial(describe_model, self.spec, run.dataset.manifest))
+
+
+def describe_model(spec: TaskSpec, manifest: CacheManifest, folder: Path) -> None:
+    """Write what the model was fine-tuned for into its folder (bert/tasks/folder.py: config.json's id2label,
+    label2id, problem_type and task entry with its input geometry, windows included; tokenizer_config.json's
+    casing), from the features it was trained on: `bert predict --model FOLDER` and the predict stage need no
+    --task and read inputs exactly as tokenize did, and HF's Auto classes read the same labels."""
+    settings: dict[str, Any] = {}
+    if spec.kind is TaskKind.SQUAD:
+        settings.update(doc_stride=manifest.doc_stride, max_query_length=manifest.max_query_length)
+    window = manifest.extra.get("window")
+    if window:
+        settings["window"] = WindowSettings(window["stride"], window["combine"])
+    write_task_metadata(folder, metadata_for_task(spec, manifest.max_seq_length, **settings), manifest.do_lower_case)
 
 
 def source_record(model_dir: Path) -> Optional[dict]:

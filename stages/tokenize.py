@@ -5,7 +5,10 @@
 
 Writes ``<out>/train`` and ``<out>/dev``, each a bert.data.cache folder whose manifest records the vocab's
 sha256, the casing, the lengths, the counts and how many examples were truncated. finetune and
-evaluate read these and never tokenize again. GLUE and SWAG text goes through the fast batch path
+evaluate read these and never tokenize again. With ``tokenize.windows.stride`` N > 0, a classification or
+regression input longer than max_seq_length becomes several windows N tokens apart (bert.tasks.windows), each a
+row with its example's label; metadata.json's ``example_index`` says whose, and the manifest's ``window`` how
+evaluate combines them. GLUE and SWAG text goes through the fast batch path
 (bert.text.fast_tokenization: the same ids as BertTokenizer); SQuAD keeps WordPiece token strings for
 post-processing, so it uses BertTokenizer with a word cache.
 """
@@ -24,15 +27,24 @@ from bert.text.fast_tokenization import FastWordpiece
 from bert.tasks import TaskKind, TaskSpec
 from bert.tasks import glue, squad, swag
 from bert.tasks.records import CachedTokenizer
-from bert.io.settings import at_least
+from bert.tasks.windows import COMBINE, convert_examples_to_windows
+from bert.io.settings import at_least, one_of
 from bert.io.jsonfile import read_json_object
 from bert.tokenization import BertTokenizer, vocab_is_cased
 from stages._lib.common import atomic_outputs, require_input, run_stage, stage_parser
 from stages._lib.params import load_section
-from stages._lib.tasks import get_task
+from stages._lib.tasks import get_task, recorded_labels
 
 logger = logging.getLogger("stages.tokenize")
 SPLITS = ("train", "dev")
+
+
+@dataclass(frozen=True)
+class WindowParams:
+    """Section ``tokenize.windows``: long classification inputs as windows (stride 0: truncated instead)."""
+
+    stride: int = field(metadata=at_least(0))  # tokens between window starts; 0: cut to max_seq_length
+    combine: str = field(metadata=one_of(*COMBINE))  # how evaluate and predict combine a text's windows' logits
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,14 @@ class TokenizeParams:
     doc_stride: int = field(metadata=at_least(1))  # SQuAD: tokens between window starts
     max_query_length: int = field(metadata=at_least(1))  # SQuAD: question tokens kept
     do_lower_case: bool
+    windows: WindowParams
+
+    def window(self, spec: TaskSpec) -> Optional[dict[str, Any]]:
+        """The manifest's ``window`` entry for `spec` ({stride, combine}), or None (truncated; SQuAD and
+        multiple choice have their own windows or none)."""
+        if self.windows.stride == 0 or spec.kind in (TaskKind.SQUAD, TaskKind.MULTIPLE_CHOICE):
+            return None
+        return {"stride": self.windows.stride, "combine": self.windows.combine}
 
 
 class FastIds:
@@ -74,7 +94,7 @@ def _manifest(task: str, split: str, params: TokenizeParams, vocab_sha: str, spe
         max_query_length=params.max_query_length if is_squad else None,
         # source_sha256: evaluate scores SQuAD against the raw dev file, which must be the one read here
         extra={"kind": spec.kind.value, "metric": spec.metric, "labels": list(spec.labels or []) or None,
-               "source_sha256": sha256_of(source)},
+               "source_sha256": sha256_of(source), "window": params.window(spec)},
         **counts,
     )
 
@@ -117,6 +137,16 @@ def tokenize_split(spec: TaskSpec, task: str, split: str, data: Path, out: Path,
         metadata = {"ids": [f.example_id for f in mc]}
         manifest = _manifest(task, split, params, vocab_sha, spec, source, num_examples=n, num_features=n,
                              num_truncated=truncated, label_keys=("labels",), num_choices=len(ids[0]))
+    elif params.window(spec):
+        windows = convert_examples_to_windows(examples, spec.labels, params.max_seq_length, params.windows.stride,
+                                              fast)
+        ids, types = [w.input_ids for w in windows], [w.segment_ids for w in windows]
+        labels = {"labels": [w.label_id for w in windows]}
+        metadata = {"ids": [examples[w.example_index].guid for w in windows],
+                    "example_index": [w.example_index for w in windows]}
+        cut = {w.example_index for w in windows if w.truncated}  # examples that needed more than one window
+        manifest = _manifest(task, split, params, vocab_sha, spec, source, num_examples=n, num_features=len(ids),
+                             num_truncated=len(cut), label_keys=("labels",))
     else:
         features = glue.convert_examples_to_features(examples, spec.labels, params.max_seq_length, fast)
         ids, types = [f.input_ids for f in features], [f.segment_ids for f in features]
@@ -175,8 +205,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def body() -> None:
         params = load_section("tokenize", TokenizeParams, args.params)
-        spec = get_task(args.task)
         require_input(args.data, "download", f"raw data of {args.task}")
+        spec = get_task(args.task, args.params, labels=recorded_labels(args.data))
         vocab = require_input(args.model / "vocab.txt", "convert", "vocabulary")
         tokenizer = BertTokenizer(vocab, do_lower_case=params.do_lower_case)
         check_model_fits(args.model, vocab, tokenizer, params, args.params)

@@ -90,22 +90,33 @@ def repo(tmp_path_factory, minilm_dir):
 
 def test_dvc_reruns_exactly_what_changed(repo):
     everything = {"download@demo-pair", "convert", "tokenize@demo-pair", "finetune@demo-pair-7",
-                  "baseline@demo-pair", "evaluate@demo-pair-7", "report"}
+                  "baseline@demo-pair", "evaluate@demo-pair-7", "report", "predict@demo-pair"}
     assert _repro(repo) == everything
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics) == {"demo-pair"} and "acc" in metrics["demo-pair"]["fine_tuned"]
     assert (repo / "reports" / "report.html").is_file() and (repo / "reports" / "figures").is_dir()
     history = json.loads((repo / "reports" / "history" / "demo-pair" / "seed7.json").read_text())
     assert [p["step"] for p in history] == [1, 2]  # 32 examples / batch 16, one point per step
+    # predict: the report's chosen seed on the generated test split (16 rows, as dev), in MRPC's submission format
+    summary = json.loads((repo / "predictions" / "demo-pair" / "summary.json").read_text())
+    assert summary["seed"] == metrics["demo-pair"]["chosen"]["seed"] == 7
+    rows = (repo / "predictions" / "demo-pair" / "demo-pair.tsv").read_text().splitlines()
+    test_ids = [line.split("\t")[0] for line in (repo / "data/raw/demo-pair/test.tsv").read_text().splitlines()[1:]]
+    assert rows[0] == "index\tprediction" and [r.split("\t")[0] for r in rows[1:]] == test_ids == \
+        [str(i) for i in range(16)]
+    assert {r.split("\t")[1] for r in rows[1:]} <= {"0", "1"}
 
     assert _repro(repo) == set()  # nothing changed: nothing runs
 
     _set_params(repo, lambda v: v["finetune"].update(learning_rate=3e-4))
-    assert _repro(repo) == {"finetune@demo-pair-7", "evaluate@demo-pair-7", "report"}
+    assert _repro(repo) == {"finetune@demo-pair-7", "evaluate@demo-pair-7", "report", "predict@demo-pair"}
+
+    _set_params(repo, lambda v: v["predict"].update(model="seed7"))
+    assert _repro(repo) == {"predict@demo-pair"}  # the predict section is the predict stage's alone
 
     _set_params(repo, lambda v: v["tokenize"].update(max_seq_length=24))
     assert _repro(repo) == {"tokenize@demo-pair", "finetune@demo-pair-7", "baseline@demo-pair",
-                            "evaluate@demo-pair-7", "report"}
+                            "evaluate@demo-pair-7", "report", "predict@demo-pair"}
     manifest = json.loads((repo / "data" / "features" / "demo-pair" / "train" / "manifest.json").read_text())
     assert manifest["max_seq_length"] == 24
 

@@ -140,7 +140,9 @@ def test_failed_stage_is_retried_and_the_flow_completes_with_the_override(flow_r
     assert third["state"] == "COMPLETED"
     assert third["tasks"]["report"] == {"state": "COMPLETED", "run_count": 2}  # failed once, then passed
     assert all(t["run_count"] == 1 for name, t in third["tasks"].items() if name != "report")
-    assert [o["stage"] for o in third["outcomes"] if o["ran"]] == ["report"]  # only what reads the key
+    ran = [o["stage"] for o in third["outcomes"] if o["ran"]]
+    # only what reads the key, and predict when the report's metrics.json changed (its flags read the tolerance)
+    assert ran in (["report"], ["report", "predict@demo-pair"]), ran
     assert (project / ".failed-once").exists()
     params = (project / "params.yaml").read_text()
     assert "majority_tolerance: 2.5" in params and "# points: a run this close" in params  # comments kept

@@ -212,7 +212,10 @@ def test_submission_files(shared_data, tmp_path):
     text = glue.write_submission(glue.AX, ax, [2, 0], tmp_path).read_text()
     assert text == "index\tprediction\n0\tneutral\n1\tcontradiction\n"
     stsb = glue.STSB.get_examples(FIXTURES / "STS-B", "test")
-    assert glue.write_submission(glue.STSB, stsb, [3.25], tmp_path).read_text().splitlines()[1] == "0\t3.25"
+    assert glue.write_submission(glue.STSB, stsb, [3.25], tmp_path).read_text().splitlines()[1] == "0\t3.250"
+    # scores outside STS-B's 0-5 scale are clipped, as the GLUE baselines write them
+    assert glue.write_submission(glue.STSB, stsb, [5.7], tmp_path).read_text().splitlines()[1] == "0\t5.000"
+    assert glue.write_submission(glue.STSB, stsb, [-0.2], tmp_path).read_text().splitlines()[1] == "0\t0.000"
     names = {TASKS[n].processor.submission_name for n in TASKS if n not in ("squad1", "squad2", "swag")}
     assert names == {"CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv",
                      "QNLI.tsv", "RTE.tsv", "WNLI.tsv", "AX.tsv"}  # fmt: skip

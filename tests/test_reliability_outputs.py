@@ -107,7 +107,7 @@ def test_symlinked_folder_output_of_a_stage_keeps_the_link(tmp_path):
         assert download.main(["--params", str(params), "--task", "demo-pair", "--out", str(link)]) == 0
         rec["lost"] = int(not link.is_symlink())
         assert link.is_symlink()
-        assert sorted(p.name for p in link.iterdir()) == ["SOURCE.json", "dev.tsv", "train.tsv"]
+        assert sorted(p.name for p in link.iterdir()) == ["SOURCE.json", "dev.tsv", "test.tsv", "train.tsv"]
         assert sorted(p.name for p in (tmp_path / "big-disk").iterdir()) == ["raw"]
 
 

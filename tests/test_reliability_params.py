@@ -12,8 +12,12 @@ import json
 
 import pytest
 
-from reliability_helpers import (BAD_INPUT, assert_one_clear_error, assert_stage_failed, run_python, snapshot,
-                                 tally, write_params)
+from reliability_helpers import (BAD_INPUT, REPO, assert_one_clear_error, assert_stage_failed, run_python,
+                                 snapshot, tally, write_params)
+
+# the line after params.yaml's `epochs:` (where an unclosed [ on it is found to be an error)
+AFTER_EPOCHS = next(n for n, line in enumerate((REPO / "params.yaml").read_text().splitlines(), 2)
+                    if line.startswith("  epochs:"))
 
 # stage -> (the section it reads, its arguments with {out} where its output goes)
 STAGES = {
@@ -69,7 +73,7 @@ CASES = [
     ("infinite epochs", "finetune", {"epochs: 3.0": "epochs: .inf"}, ["finetune.epochs", "expected a finite number"]),
     ("NaN SQuAD threshold", "evaluate", {"null_score_diff_threshold: 0.0": "null_score_diff_threshold: .nan"},
      ["evaluate.null_score_diff_threshold", "expected a finite number"]),
-    ("YAML syntax error", "finetune", {"epochs: 3.0": "epochs: [3.0"}, ["not valid YAML", "line 29"]),
+    ("YAML syntax error", "finetune", {"epochs: 3.0": "epochs: [3.0"}, ["not valid YAML", f"line {AFTER_EPOCHS}"]),
     ("tab indentation", "tokenize", {"  max_seq_length: 64": "\tmax_seq_length: 64"}, ["not valid YAML", "line "]),
     ("a key written twice", "finetune", {"  epochs: 3.0": "  epochs: 3.0\n  epochs: 30.0"},
      ["key finetune.epochs is written twice"]),

@@ -246,7 +246,8 @@ def test_the_report_shows_the_grid_and_the_choice(tmp_path):
 def test_the_champion_is_the_chosen_settings_best_seed(tmp_path, monkeypatch):
     """The report's metrics.json through the MLflow glue (a sqlite store): the chosen setting's best seed's trial
     becomes bert-<task>@champion, not the trial of the best single run."""
-    from test_tracking import make_tiny_model
+    from bert.tasks import TaskKind
+    from predict_helpers import tiny_folder
 
     from pipeline.models import log_trial_model
     from pipeline.stagerun import StageRun
@@ -258,7 +259,7 @@ def test_the_champion_is_the_chosen_settings_best_seed(tmp_path, monkeypatch):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "BERT_TRACKING"):
         monkeypatch.delenv(name, raising=False)
     project = tmp_path / "p"
-    model = make_tiny_model(tmp_path / "tiny")
+    model = tiny_folder(tmp_path / "tiny", TaskKind.PAIR_CLASSIFICATION, ("0", "1"))  # with its task entry
     tracker = Tracker(project)
     assert tracker.connect()
     runs, folders, trial_runs = {}, {}, {}
@@ -271,7 +272,7 @@ def test_the_champion_is_the_chosen_settings_best_seed(tmp_path, monkeypatch):
             (project / folders[trial] / "metrics.json").write_text(json.dumps(record))
             key = settings_hash(record["training"]["params"])
             trial_runs[trial] = create_trial(tracker, None, "demo-pair", seed, key, {"lr": lr}, {})
-            assert log_trial_model(tracker, trial_runs[trial], model, "pair_classification", max_seq_length=32)
+            assert log_trial_model(tracker, trial_runs[trial], model)
     baseline = {"metrics": {"f1": 30.0, "acc": 48.0}, "majority": {"class": "1", "metrics": {"acc": MAJORITY_ACC}}}
     summary = {"demo-pair": summarize_search("demo-pair", runs, baseline, 1.0, folders)}
     assert summary["demo-pair"]["chosen"]["seed"] == 2  # lr5e-5 (mean 87) over lr1e-4 (82.5, best single run 95)

@@ -28,10 +28,14 @@ def test_deterministic(tmp_path, task):
 
 @pytest.mark.parametrize("task, n", [("demo-pair", 64), ("demo-qa", 30), ("demo-mc", 25)])
 def test_read_by_the_real_readers(tmp_path, task, n):
-    write_builtin(task, tmp_path, n, 11, seed=0)
+    files = write_builtin(task, tmp_path, n, 11, seed=0)
     spec = get_task(task)
     assert len(spec.processor.get_examples(tmp_path, "train")) == n
     assert len(spec.processor.get_examples(tmp_path, "dev")) == 11
+    if task != "demo-qa":  # a test split without labels, read as the real test files are (SQuAD's is hidden)
+        test = spec.processor.get_examples(tmp_path, "test")
+        assert files["test"] == spec.processor.files["test"] and len(test) == 11
+        assert all(e.label is None for e in test)
 
 
 def test_pair_is_mrpc_layout_and_balanced(tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import convert, download, evaluate, finetune, report, tokenize
+from stages import convert, download, evaluate, finetune, predict, report, tokenize
+from stages._lib import builtin_data
 from stages._lib.search import trial_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +52,9 @@ def demo(tmp_path_factory):
                         "--history", r("reports/history/{trial}.json"), "--markdown", r("reports/report.md"),
                         "--html", r("reports/report.html"), "--figures", r("reports/figures"),
                         "--metrics", r("reports/metrics.json"), *p]) == 0
+    for task in values["tasks"]:
+        assert predict.main(["--task", task, "--data", r(f"data/raw/{task}"), "--models", r(f"models/finetuned/{task}"),
+                             "--report", r("reports/metrics.json"), "--out", r(f"predictions/{task}"), *p]) == 0
     return root, values
 
 
@@ -73,3 +77,27 @@ def test_every_demo_task_beats_its_baselines_by_20_points(demo):
     figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
     assert figures == ["demo-mc-confusion.png", "demo-mc-training.png", "demo-pair-confusion.png",
                        "demo-pair-training.png", "demo-qa-training.png"]
+
+
+def test_the_predict_stage_scores_the_generated_test_splits_as_dev(demo):
+    """The submissions of the predict stage, scored against the labels the generator drew for the test splits
+    (the files leave them out): the test accuracy is the dev accuracy's, within 10 points (64 examples each)."""
+    root, values = demo
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    b = values["data"]["builtin"]
+    n, seed = b["dev_examples"], b["seed"]
+    pair = builtin_data.pair_rows(builtin_data._rng("demo-pair", "test", seed), n, start_id=3_000_000)
+    rows = (root / "predictions" / "demo-pair" / "demo-pair.tsv").read_text().splitlines()
+    assert rows[0] == "index\tprediction" and [r.split("\t")[0] for r in rows[1:]] == [str(i) for i in range(n)]
+    pair_acc = 100 * sum(r.split("\t")[1] == gold[0] for r, gold in zip(rows[1:], pair, strict=True)) / n
+    mc = builtin_data.mc_rows(builtin_data._rng("demo-mc", "test", seed), n, "test")
+    lines = (root / "predictions" / "demo-mc" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == ",pred"
+    mc_acc = 100 * sum(line.split(",")[1] == gold[-1] for line, gold in zip(lines[1:], mc, strict=True)) / n
+    for task, acc in (("demo-pair", pair_acc), ("demo-mc", mc_acc)):
+        assert acc >= metrics[task]["fine_tuned"]["acc"]["mean"] - 10, (task, acc)
+    answers = json.loads((root / "predictions" / "demo-qa" / "predictions.json").read_text())
+    seed = values["seeds"][0]
+    # demo-qa: the dev file's questions (SQuAD's test set is hidden), answered as evaluate answered them
+    evaluated = root / "reports" / "eval" / "demo-qa" / f"seed{seed}" / "predictions.json"
+    assert answers == json.loads(evaluated.read_text())

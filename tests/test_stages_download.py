@@ -50,8 +50,11 @@ def test_builtin_demo_task(tmp_path):
     status, out = _run(tmp_path, "demo-qa", _params(tmp_path))
     assert status == 0
     source = json.loads((out / "SOURCE.json").read_text())
-    assert source["source"] == "builtin" and set(source["files"]) == {"train", "dev"}
+    assert source["source"] == "builtin" and set(source["files"]) == {"train", "dev"}  # SQuAD's test is hidden
     assert sorted(p.name for p in out.iterdir()) == ["SOURCE.json", "dev-v1.1.json", "train-v1.1.json"]
+    status, out = _run(tmp_path, "demo-pair", _params(tmp_path))  # a test split, laid out as MRPC's test.tsv
+    assert status == 0 and sorted(p.name for p in out.iterdir()) == ["SOURCE.json", "dev.tsv", "test.tsv", "train.tsv"]
+    assert (out / "test.tsv").read_text().splitlines()[0] == "index\t#1 ID\t#2 ID\t#1 String\t#2 String"
 
 
 def test_builtin_refuses_real_tasks(tmp_path, caplog):
@@ -121,6 +124,41 @@ def test_download_glue_zip_checked_against_published_sha256(tmp_path, shared_dat
         zf.writestr("WNLI/dev.tsv", (shared_data / "glue" / "WNLI" / "dev.tsv").read_text() + "extra\n")
     status, out = _run(tmp_path, "wnli", _params(tmp_path, source="download", mirror=url))
     assert status == 1 and not out.exists()
+
+
+MNLI_FILES = ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv", "test_matched.tsv", "test_mismatched.tsv")
+FIXTURES = Path(__file__).parent / "fixtures" / "glue"
+
+
+def test_download_mnli_brings_its_test_files_and_the_diagnostic_set(tmp_path, server, monkeypatch):
+    """MNLI.zip's test files, and GLUE's AX.tsv as diagnostic.tsv: the predict stage's mnli model predicts AX."""
+    www, url = server
+    monkeypatch.setenv("BERT_TOOLKIT_CACHE", str(tmp_path / "cache"))
+    for task in ("mnli", "mnli-mm"):
+        (www / task).mkdir()
+        with zipfile.ZipFile(www / task / "MNLI.zip", "w") as zf:
+            for name in MNLI_FILES:
+                zf.write(FIXTURES / "MNLI" / name, f"MNLI/{name}")
+    (www / "mnli" / "diagnostic.tsv").write_bytes((FIXTURES / "diagnostic" / "diagnostic.tsv").read_bytes())
+    status, out = _run(tmp_path, "mnli", _params(tmp_path, source="download", mirror=url))
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == ["SOURCE.json", "dev_matched.tsv", "diagnostic.tsv",
+                                                     "test_matched.tsv", "train.tsv"]
+    assert (out / "diagnostic.tsv").read_bytes() == (FIXTURES / "diagnostic" / "diagnostic.tsv").read_bytes()
+    status, out = _run(tmp_path, "mnli-mm", _params(tmp_path, source="download", mirror=url))
+    assert status == 0 and sorted(p.name for p in out.iterdir()) == ["SOURCE.json", "dev_mismatched.tsv",
+                                                                      "test_mismatched.tsv", "train.tsv"]
+
+
+def test_local_mnli_finds_the_diagnostic_set_in_glues_layout(tmp_path):
+    glue = tmp_path / "glue"
+    (glue / "MNLI").mkdir(parents=True)
+    (glue / "diagnostic").mkdir()
+    for name in MNLI_FILES:
+        (glue / "MNLI" / name).write_bytes((FIXTURES / "MNLI" / name).read_bytes())
+    (glue / "diagnostic" / "diagnostic.tsv").write_bytes((FIXTURES / "diagnostic" / "diagnostic.tsv").read_bytes())
+    status, out = _run(tmp_path, "mnli", _params(tmp_path, source="local", local_dir=str(glue)))
+    assert status == 0 and (out / "diagnostic.tsv").is_file() and (out / "test_matched.tsv").is_file()
 
 
 def test_download_git_blob_check(tmp_path, shared_data, server, monkeypatch, caplog):

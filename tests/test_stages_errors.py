@@ -67,8 +67,12 @@ def _report_args(p, out: Path) -> list[str]:
 
 
 def test_outputs_of_a_tiny_run(run):
-    assert sorted(f.name for f in run["model"].iterdir()) == ["config.json", "model.safetensors", "training.json",
-                                                             "vocab.txt"]
+    assert sorted(f.name for f in run["model"].iterdir()) == ["config.json", "model.safetensors",
+                                                             "tokenizer_config.json", "training.json", "vocab.txt"]
+    # what the model was fine-tuned for (bert/tasks/folder.py), from the features: bert predict needs no --task
+    config = json.loads((run["model"] / "config.json").read_text())
+    assert config["task"] == {"name": TASK, "kind": "multiple_choice", "max_seq_length": 24, "num_choices": 4}
+    assert json.loads((run["model"] / "tokenizer_config.json").read_text()) == {"do_lower_case": True}
     history = json.loads(run["history"].read_text())
     assert [h["step"] for h in history] == [1, 2]
     assert sorted(f.name for f in run["work"].iterdir()) == ["fingerprint.json"]  # checkpoints dropped when done

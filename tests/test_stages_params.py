@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import builtin_corpus, convert, download, evaluate, finetune, pretrain, pretrain_data, report, tokenize
+from stages import (builtin_corpus, convert, download, evaluate, finetune, predict, pretrain, pretrain_data, report,
+                    tokenize)
 from stages._lib.params import ParamsError, load_matrix, load_section, read_params_file
 from stages._lib.tasks import known_tasks
 
@@ -17,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 REPO_PARAMS = REPO / "params.yaml"
 # section -> its dataclass, per params file
 SECTIONS = {"model": convert.ModelParams, "data": download.DataParams, "tokenize": tokenize.TokenizeParams,
-            "finetune": finetune.FinetuneParams, "evaluate": evaluate.EvaluateParams, "report": report.ReportParams}
+            "finetune": finetune.FinetuneParams, "evaluate": evaluate.EvaluateParams, "report": report.ReportParams,
+            "predict": predict.PredictParams}
 PRETRAIN_SECTIONS = {"model": convert.ModelParams, "corpus": builtin_corpus.CorpusParams,
                      "instances": pretrain_data.InstancesParams, "pretrain": pretrain.PretrainParams}
 
@@ -33,10 +35,13 @@ def _write(tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize("path, sections", [(REPO_PARAMS, SECTIONS),
                                             (REPO / "pretrain" / "params.yaml", PRETRAIN_SECTIONS)])
 def test_repo_params_parse_and_every_section_has_its_dataclass(path, sections):
+    from stages._lib.datasets import load_datasets
+
     values = read_params_file(path)
-    assert set(values) - {"tasks", "seeds"} == set(sections)
+    assert set(values) - {"tasks", "seeds", "datasets"} == set(sections)  # datasets: your own tasks (empty here)
     for section, cls in sections.items():
         load_section(section, cls, path)
+    assert load_datasets(path) == {}
 
 
 def test_repo_params_name_known_tasks():

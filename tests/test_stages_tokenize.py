@@ -107,3 +107,26 @@ def test_unknown_task_lists_the_known_ones(tmp_path, minilm_dir, caplog):
                           "--out", str(tmp_path / "f"), "--params", str(_params(tmp_path))]) == 1
     assert "unknown task 'mrcp'; known tasks: demo-pair, demo-qa, demo-mc, cola" in caplog.text
     assert get_task("demo-pair").name == "demo-pair"
+
+
+def test_windows_on_real_mrpc_are_the_slow_paths(tmp_path, minilm_dir, tokenizer, shared_data):
+    """tokenize.windows: each long pair becomes the windows bert.tasks.windows makes with BertTokenizer itself,
+    each with its example's label and index; SQuAD and multiple choice keep their own inputs."""
+    from bert.tasks.windows import convert_examples_to_windows
+
+    data = shared_data / "glue" / "MRPC"
+    params = _params(tmp_path, max_seq_length=32, windows={"stride": 8, "combine": "max"})
+    out = tmp_path / "features"
+    assert tokenize.main(["--task", "mrpc", "--data", str(data), "--model", str(minilm_dir), "--out", str(out),
+                          "--params", str(params)]) == 0
+    dev = CachedFeatures(out / "dev")
+    examples = glue.MRPC.get_examples(data, "dev")
+    slow = convert_examples_to_windows(examples, glue.MRPC.labels, 32, 8, tokenizer)
+    assert len(dev) == len(slow) > 2 * len(examples) and dev.manifest.num_examples == len(examples) == 408
+    assert dev.manifest.extra["window"] == {"stride": 8, "combine": "max"}
+    assert dev.metadata["example_index"] == [w.example_index for w in slow]
+    assert dev.metadata["ids"] == [examples[w.example_index].guid for w in slow]
+    assert dev.labels("labels").tolist() == [w.label_id for w in slow]
+    assert [dev[i]["input_ids"].tolist() for i in range(len(dev))] == [w.input_ids for w in slow]
+    assert [dev[i]["token_type_ids"].tolist() for i in range(len(dev))] == [w.segment_ids for w in slow]
+    assert dev.manifest.num_truncated == len({w.example_index for w in slow if w.truncated})

@@ -202,8 +202,8 @@ class ReproRecord:
 
 def three_repros(folder: Path, tiny_model: Path) -> ReproRecord:
     """Three `make run`s of one tiny project: as copied; finetune.learning_rate 1e-4 -> 3e-4 (finetune,
-    evaluate, report re-run); evaluate.batch_size 16 -> 8 (baseline, evaluate, report: the model is the
-    second run's). The `repros` fixture (conftest.py): one for the session, here and in test_trials.py."""
+    evaluate, report, predict re-run); evaluate.batch_size 16 -> 8 (baseline, evaluate, report, predict: the
+    model is the second run's). The `repros` fixture (conftest.py): one for the session, here and in test_trials.py."""
     from pipeline.overrides import apply_overrides
 
     project = tiny_project(folder / "repo", tiny_model)
@@ -377,9 +377,9 @@ def test_two_learning_rates_are_two_trials_side_by_side(repros):
     assert second.info.run_name == f"demo-pair | finetune.learning_rate=0.0003 | {head}+dirty"
     assert (low.info.run_name, high.info.run_name) == (TRIAL, f"{TRIAL} | finetune.learning_rate=0.0003")
     assert json.loads(second.data.tags["bert.changed_params"]) == {"finetune.learning_rate": "0.0003"}
-    # the second `dvc repro` re-ran exactly what reads the learning rate
+    # the second `dvc repro` re-ran exactly what reads the learning rate (predict: the new model, the new report)
     assert set(stage_tags(second)) == {stage_key(n) for n in ("finetune@demo-pair-1", "evaluate@demo-pair-1",
-                                                               "report")}
+                                                               "report", "predict@demo-pair")}
     assert low.data.tags["bert.trial"] != high.data.tags["bert.trial"]
     for trial in (low, high):  # each holds its setting and its dev F1: the compare page sets them side by side
         assert "dev.f1" in trial.data.metrics and "finetune.learning_rate" in trial.data.params
@@ -394,7 +394,9 @@ def test_two_learning_rates_are_two_trials_side_by_side(repros):
 def test_a_pipeline_run_that_only_re_evaluates_holds_the_trial_it_evaluated(repros):
     client = mlflow_client(repros.project)
     _, second, third = parents_in_order(client)
-    assert set(stage_tags(third)) == {stage_key(n) for n in ("baseline@demo-pair", "evaluate@demo-pair-1", "report")}
+    # predict reads the report's metrics.json, whose timings changed
+    assert set(stage_tags(third)) == {stage_key(n) for n in ("baseline@demo-pair", "evaluate@demo-pair-1", "report",
+                                                             "predict@demo-pair")}
     runs = all_runs(client)
     trained, evaluated = children(runs, second)[f"{TRIAL} | finetune.learning_rate=0.0003"], \
         children(runs, third)[f"{TRIAL} | same params"]

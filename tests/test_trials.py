@@ -142,13 +142,9 @@ def test_mlflow_models_serve_answers_as_bert_predict(repros, tmp_path):
             os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     # bert predict on the model folder the champion was logged from (the workspace's: the last training)
-    folder = project / "models/finetuned/demo-pair/seed1"
-    flags = []
-    if "task" not in json.loads((folder / "config.json").read_text()):  # a folder without its task entry
-        settings = json.loads(next(Path(champion_location(project)).rglob("predict.json")).read_text())
-        flags = ["--task", settings["task"], "--max-seq-length", str(settings["max_seq_length"])]
+    folder = project / "models/finetuned/demo-pair/seed1"  # its task entry (the finetune stage's) says it all
     done = subprocess.run([sys.executable, "-m", "bert.cli.commands", "predict", "--model", str(folder), "--input",
-                           str(project / "data/raw/demo-pair/dev.tsv"), *flags], cwd=tmp_path, env=tool_env(),
+                           str(project / "data/raw/demo-pair/dev.tsv")], cwd=tmp_path, env=tool_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = [json.loads(line) for line in done.stdout.splitlines()]

@@ -85,7 +85,8 @@ def write_cache(
         folder: the split's folder, e.g. data/features/mrpc/train.
         input_ids, token_type_ids: one unpadded id list per feature; for multiple choice one list of
             num_choices id lists per feature.
-        labels: label key -> one value per feature (ints, or floats for regression); {} when unlabelled.
+        labels: label key -> one value per feature (ints, floats for regression, a list of floats for a
+            multi-hot row); {} when unlabelled.
         manifest: the record written to manifest.json (its num_features must match).
         metadata: JSON-serialisable data for post-processing, or None.
     Returns:
@@ -117,7 +118,8 @@ def write_cache(
     for key, values in labels.items():
         if len(values) != n:
             raise ValueError(f"{folder}: {len(values)} values of {key} for {n} features")
-        is_float = any(isinstance(v, float) for v in values)
+        is_float = any(isinstance(v, float) or (isinstance(v, (list, tuple)) and any(isinstance(x, float) for x in v))
+                       for v in values)  # regression scores, multi-hot rows
         tensors[key] = torch.tensor(values, dtype=torch.float32 if is_float else torch.int64)
     return write_cache_folder(folder, tensors, manifest, metadata)
 

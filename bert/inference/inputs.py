@@ -12,15 +12,14 @@ number stands in). A bad row is a ValueError naming the file, the line and the c
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from bert.tasks.records import DataFormatError
+from bert.tasks.tables import Rows as _Rows, read_jsonl as _read_jsonl, read_table as _read_table
 
 FORMATS = ("tsv", "csv", "jsonl", "json", "lines")
 ID_NAMES = ("id", "idx", "index", "guid", "qid")
@@ -96,16 +95,6 @@ class Columns:
     choices: Optional[str] = None
 
 
-@dataclass
-class _Rows:
-    """Raw rows of one source: (line number, fields) for tables and JSON, (line number, parts) for lines."""
-
-    source: str
-    kind: str  # "table" or "lines"
-    rows: list[tuple[int, Any]] = field(default_factory=list)
-    header_line: int = 1
-
-
 def detect_format(path: str) -> str:
     """The format a path's name implies: "-" (stdin) and unknown suffixes are lines."""
     suffix = Path(path).suffix.lower()
@@ -166,44 +155,6 @@ def _read_json(source: str, text: str) -> Any:
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise DataFormatError(f"{source}: expected a list of objects or SQuAD's {{\"data\": [...]}}")
     return raw
-
-
-def _read_jsonl(source: str, text: str) -> _Rows:
-    rows = _Rows(source, "table")
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"{source}:{n}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(value, dict):
-            raise DataFormatError(f"{source}:{n}: expected a JSON object, got {type(value).__name__}")
-        rows.rows.append((n, value))
-    return rows
-
-
-def _read_table(source: str, text: str, fmt: str) -> _Rows:
-    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-    reader = csv.reader(io.StringIO(text, newline=""), **options)
-    rows = _Rows(source, "table")
-    header: Optional[list[str]] = None
-    try:
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if header is None:
-                header, rows.header_line = [cell.strip() for cell in row], reader.line_num
-                continue
-            if len(row) != len(header):
-                raise DataFormatError(f"{source}:{reader.line_num}: {len(row)} fields, but the header "
-                                      f"(line {rows.header_line}) names {len(header)}")
-            rows.rows.append((reader.line_num, dict(zip(header, row))))
-    except csv.Error as err:
-        raise DataFormatError(f"{source}:{reader.line_num}: {err}") from None
-    if header is None:
-        raise DataFormatError(f"{source}: empty file, expected a header row naming the columns")
-    return rows
 
 
 def _pick(keys: Sequence[str], given: Optional[str], names: Sequence[str]) -> Optional[str]:

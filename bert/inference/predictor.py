@@ -63,13 +63,15 @@ class Predictor:
         threshold: multi-label's probability above which a label is predicted (default 0.5).
         n_best: QA's alternatives listed per question (0: none).
         null_score_diff_threshold: SQuAD 2.0's (default: the folder's).
+        max_answer_length: QA's longest answer in tokens (default: the folder's).
         cache_dir: download cache for model names.
     """
 
     def __init__(self, model_dir: str | os.PathLike, task: Optional[str] = None, device: Optional[str] = None,
                  precision: str = "fp32", batch_size: int = 64, max_seq_length: Optional[int] = None,
                  window: WindowSettings | bool | None = None, threshold: float = 0.5, n_best: int = 0,
-                 null_score_diff_threshold: Optional[float] = None, cache_dir: str | os.PathLike | None = None):
+                 null_score_diff_threshold: Optional[float] = None, cache_dir: str | os.PathLike | None = None,
+                 max_answer_length: Optional[int] = None):
         if batch_size < 1:
             raise ValueError(f"batch size must be a positive integer, got {batch_size}")
         if not 0.0 <= threshold <= 1.0:
@@ -83,6 +85,8 @@ class Predictor:
             changes["window"] = window or None
         if null_score_diff_threshold is not None:
             changes["null_score_diff_threshold"] = null_score_diff_threshold
+        if max_answer_length is not None:
+            changes["max_answer_length"] = max_answer_length
         self.meta: TaskMetadata = dataclasses.replace(meta, **changes) if changes else meta
         self.folder, self.batch_size, self.precision = folder, batch_size, precision
         self.threshold, self.n_best = threshold, n_best

@@ -1,8 +1,12 @@
-"""Task data: GLUE, SQuAD and SWAG readers, feature converters, post-processing and metrics.
+"""Task data: GLUE, SQuAD, SWAG and your own datasets' readers, feature converters, post-processing and metrics.
 
     registry           the task table (name -> kind, processor, metric, number of labels)
     records            the dataclasses (examples, features, results) and DataFormatError
     glue / squad / swag   readers and feature converters per format
+    owndata            your own CSV / TSV / JSONL datasets (classification, multi-label, regression): read,
+                       checked row by row, normalised; their TaskSpec (own_task_spec)
+    tables             TSV / CSV / JSONL rows with their line numbers (owndata's and bert predict's reader)
+    folder             what a fine-tuned model folder was trained for (config.json's labels and task entry)
     squad_postprocess  logits -> n-best answers, predictions.json and friends
     squad_metrics      the official SQuAD v1.1 / v2.0 evaluation
     metrics            accuracy, F1, Matthews, Pearson, Spearman (numpy)

@@ -199,7 +199,8 @@ def convert_examples_to_features(
 
     Args:
         examples: from a GlueProcessor.
-        label_list: the task's labels in id order, or None for regression (label -> float).
+        label_list: the task's labels in id order, or None for regression (label -> float); a multi-label
+            example's label (a tuple of names) becomes a multi-hot list of floats.
         max_seq_length: the most tokens per input, [CLS] and [SEP]s included.
         tokenizer: a BertTokenizer (or a CachedTokenizer around one).
         progress: show a tqdm bar.
@@ -217,6 +218,11 @@ def convert_examples_to_features(
         num_truncated += truncated
         if example.label is None:
             label_id = None
+        elif isinstance(example.label, tuple):  # multi-label: the names a row has, as a multi-hot row of floats
+            unknown = [name for name in example.label if name not in (label_map or {})]
+            if unknown:
+                raise ValueError(f"example {example.guid}: labels {unknown} are not among {list(label_map or {})}")
+            label_id = [1.0 if name in example.label else 0.0 for name in label_map]
         elif label_map is None:
             label_id = float(example.label)
         elif example.label in label_map:
@@ -237,6 +243,12 @@ def write_submission(
 ) -> Path:
     """Write a GLUE test-set submission file (``index<TAB>prediction``) atomically.
 
+    The server's conventions, as the GLUE baselines write them (nyu-mll/GLUE-baselines: src/main.py at a634833
+    writes the files, src/evaluate.py at bfbe769 clips STS-B): a header ``index<TAB>prediction``, one row per
+    test example with the test file's own index; labels as the task's strings (MNLI, AX:
+    entailment/neutral/contradiction; QNLI, RTE: entailment/not_entailment; CoLA, SST-2, MRPC, QQP, WNLI: 0/1);
+    STS-B a score clipped to [0, 5], 3 decimals.
+
     Args:
         processor: the task (decides the file name and how label ids print).
         examples: the test examples, in the order of `predictions`.
@@ -250,7 +262,10 @@ def write_submission(
     lines = ["index\tprediction"]
     for example, pred in zip(examples, predictions):
         if processor.labels is None:
-            value = repr(float(pred))
+            score = float(pred)
+            if not math.isfinite(score):
+                raise ValueError(f"example {example.guid}: score {score} is not a finite number")
+            value = f"{min(max(score, 0.0), 5.0):.3f}"  # STS-B's scale is 0-5
         else:
             pred = int(pred)
             if not 0 <= pred < len(processor.labels):

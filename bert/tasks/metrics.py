@@ -181,7 +181,7 @@ def multilabel_f1(preds: ArrayLike, labels: ArrayLike, average: str = "micro") -
 
 
 def task_metrics(spec, preds: ArrayLike, labels: ArrayLike) -> dict[str, float]:
-    """A task's metrics for GLUE and SWAG (class ids or scores against gold ones).
+    """A task's metrics for GLUE, SWAG and your own datasets (class ids, scores or multi-hot rows against gold ones).
 
     Args:
         spec: the task's bert.tasks.registry.TaskSpec (its kind and metric name are read).
@@ -193,4 +193,8 @@ def task_metrics(spec, preds: ArrayLike, labels: ArrayLike) -> dict[str, float]:
         raise ValueError(f"{spec.name} is scored with bert.tasks.squad_metrics.evaluate_{spec.metric[-2:]}")
     if kind == "multiple_choice":
         return {"acc": accuracy(preds, labels)}
+    if kind == "multi_label_classification":  # multi-hot [N, L] rows; exact match: every label of a row right
+        exact = float(np.mean(np.all(np.asarray(preds).astype(bool) == np.asarray(labels).astype(bool), axis=1)))
+        return {"micro_f1": multilabel_f1(preds, labels, "micro"), "macro_f1": multilabel_f1(preds, labels, "macro"),
+                "exact_match": exact}
     return glue_metrics(spec.metric, preds, labels)

@@ -15,6 +15,9 @@
     squad1    squad                   squad_v1                2   (start and end logits)
     squad2    squad                   squad_v2                2
     swag      multiple choice         acc                     4   (choices)
+
+A dataset of your own (bert.tasks.owndata: classification, multi-label or regression from your files) gets a
+TaskSpec of the same shape from ``own_task_spec``; the pipeline names it in params.yaml (stages._lib.tasks).
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ class TaskSpec:
         name: the task's name in params.yaml.
         kind: decides the model head and the feature converter.
         processor: reads the task's files (``get_examples(data_dir, split)``).
-        metric: "acc", "acc_and_f1", "mcc", "pearson_and_spearman", "squad_v1" or "squad_v2" (computed by
-            bert.tasks.metrics.task_metrics, which only evaluation imports).
-        num_labels: classes; 1 for regression; 2 (start, end) for SQuAD; choices for SWAG.
+        metric: "acc", "acc_and_f1", "mcc", "pearson_and_spearman", "squad_v1", "squad_v2" or "multilabel_f1"
+            (computed by bert.tasks.metrics.task_metrics, which only evaluation imports).
+        num_labels: classes (multi-label: labels); 1 for regression; 2 (start, end) for SQuAD; choices for SWAG.
     """
 
     name: str

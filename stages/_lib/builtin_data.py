@@ -2,7 +2,7 @@
 
 Three tasks, one per input format, written from word lists in this file (no third-party text):
 
-    demo-pair  GLUE pair TSV in MRPC's layout (train.tsv, dev.tsv): is sentence 2 a paraphrase of
+    demo-pair  GLUE pair TSV in MRPC's layout (train.tsv, dev.tsv, test.tsv): is sentence 2 a paraphrase of
                sentence 1? Paraphrases restate the same event with another template and synonyms;
                non-paraphrases keep the person and the day but change the action, the object and
                the place. 50/50.
@@ -10,10 +10,13 @@ Three tasks, one per input format, written from word lists in this file (no thir
                different kinds about different people (city, job, pet colour, birth year,
                instrument); the question asks one of them in words its sentence shares, and the
                answer is a span of the paragraph.
-    demo-mc    SWAG CSV (train.csv, val.csv): a scene with a worker at their workplace; which of four
+    demo-mc    SWAG CSV (train.csv, val.csv, test.csv): a scene with a worker at their workplace; which of four
                endings continues it? The right one is that worker's own activity, the others are
                other workers' activities.
 
+The test splits (demo-pair, demo-mc; as many examples as dev) are laid out as the real test files, without
+labels: MRPC's test.tsv (index, #1 ID, #2 ID, #1 String, #2 String) and swagaf's test.csv (no label column);
+the predict stage reads them. demo-qa has none: SQuAD's test set is hidden, the predict stage answers dev.
 The same (task, split, size, seed) always gives byte-identical files.
 """
 
@@ -235,14 +238,20 @@ def mc_rows(rng: random.Random, n: int, split: str) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------- writers
-def _tsv(rows: list[list[str]]) -> str:
-    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+def _tsv(rows: list[list[str]], split: str) -> str:
+    if split == "test":  # MRPC's test.tsv: the index in place of the label (download_glue_data.py's layout)
+        header, rows = "index\t#1 ID\t#2 ID\t#1 String\t#2 String", [[str(i), *r[1:]] for i, r in enumerate(rows)]
+    else:
+        header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
     return "\n".join([header, *("\t".join(r) for r in rows)]) + "\n"
 
 
-def _csv(rows: list[list[str]]) -> str:
+def _csv(rows: list[list[str]], split: str) -> str:
+    header = MC_HEADER
+    if split == "test":  # swagaf's test.csv has no label column
+        header, rows = MC_HEADER[:-1], [r[:-1] for r in rows]
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([MC_HEADER, *rows])
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return buf.getvalue()
 
 
@@ -251,11 +260,11 @@ def _rng(task: str, split: str, seed: int) -> random.Random:
 
 
 def _write_pair(out: Path, sizes: dict[str, int], seed: int) -> dict[str, str]:
-    files = {"train": "train.tsv", "dev": "dev.tsv"}
+    files = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
     for split, name in files.items():
-        first_id = 1_000_000 if split == "train" else 2_000_000
+        first_id = {"train": 1_000_000, "dev": 2_000_000, "test": 3_000_000}[split]
         rows = pair_rows(_rng("demo-pair", split, seed), sizes[split], start_id=first_id)
-        atomic_write_text(out / name, _tsv(rows))
+        atomic_write_text(out / name, _tsv(rows, split))
     return files
 
 
@@ -268,9 +277,9 @@ def _write_qa(out: Path, sizes: dict[str, int], seed: int) -> dict[str, str]:
 
 
 def _write_mc(out: Path, sizes: dict[str, int], seed: int) -> dict[str, str]:
-    files = {"train": "train.csv", "dev": "val.csv"}
+    files = {"train": "train.csv", "dev": "val.csv", "test": "test.csv"}
     for split, name in files.items():
-        atomic_write_text(out / name, _csv(mc_rows(_rng("demo-mc", split, seed), sizes[split], split)))
+        atomic_write_text(out / name, _csv(mc_rows(_rng("demo-mc", split, seed), sizes[split], split), split))
     return files
 
 
@@ -282,12 +291,12 @@ GENERATORS: dict[str, Callable[[Path, dict[str, int], int], dict[str, str]]] = {
 
 
 def write_builtin(task: str, out_dir: str | Path, train_examples: int, dev_examples: int, seed: int) -> dict[str, str]:
-    """Write a demo task's train and dev files into `out_dir`.
+    """Write a demo task's train, dev (and test) files into `out_dir`.
 
     Args:
         task: demo-pair, demo-qa or demo-mc.
         out_dir: the folder to write (created).
-        train_examples, dev_examples: how many examples each split gets.
+        train_examples, dev_examples: how many examples each split gets (test: as many as dev).
         seed: the generator seed (same seed, same bytes).
     Returns:
         split -> file name written.
@@ -296,4 +305,4 @@ def write_builtin(task: str, out_dir: str | Path, train_examples: int, dev_examp
         raise ValueError(f"no built-in dataset for task {task!r}; built-in tasks: {', '.join(GENERATORS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return GENERATORS[task](out, {"train": train_examples, "dev": dev_examples}, seed)
+    return GENERATORS[task](out, {"train": train_examples, "dev": dev_examples, "test": dev_examples}, seed)

@@ -68,8 +68,13 @@ def setting_id(setting: dict[str, Any]) -> str:
 
 def trial_folder(task: str, seed: int, setting: dict[str, Any]) -> str:
     """The one place a trial's folder name is made (see Trial.folder)."""
+    return f"{task}/{setting_folder(seed, setting)}"
+
+
+def setting_folder(seed: int, setting: dict[str, Any]) -> str:
+    """A trial's folder under its task's: ``lr5e-05/seed1`` (``seed1`` with no search)."""
     sid = setting_id(setting)
-    return f"{task}/{sid}/seed{seed}" if sid else f"{task}/seed{seed}"
+    return f"{sid}/seed{seed}" if sid else f"seed{seed}"
 
 
 def label(setting: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ GLUE zips) are fetched unchecked; their sha256 lands in the task folder's SOURCE
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class TaskSource:
     zip_folder: Optional[str] = None  # the folder inside the zip that holds the TSVs
     build: Optional[str] = None  # "mrpc"
     expected: dict = field(default_factory=dict)
+    also: tuple[Remote, ...] = ()  # files fetched and kept beside the task's own (MNLI: GLUE's diagnostic set)
 
 
 def _glue(zip_name: str, folder: str, **expected: str) -> TaskSource:
@@ -65,7 +67,8 @@ SOURCES: dict[str, TaskSource] = {
                   train_tsv="41c4d978b6162abdcada7e49a982211954cca5459c228db478af333124b257a2",
                   dev_tsv="fe7dc0632a5033562f3cadff991f6e8d9b9b6311861660e78c3c82eb7db67f59"),
     "qqp": _glue("QQP-clean.zip", "QQP"),
-    "mnli": _glue("MNLI.zip", "MNLI"),
+    # the diagnostic set (AX) is predicted by the MNLI model (the predict stage): it travels with MNLI's files
+    "mnli": dataclasses.replace(_glue("MNLI.zip", "MNLI"), also=(Remote(GLUE_BASE + "AX.tsv", "diagnostic.tsv"),)),
     "mnli-mm": _glue("MNLI.zip", "MNLI"),
     "qnli": _glue("QNLIv2.zip", "QNLI",
                   dev_tsv="ac19409dcb04631eaaa094bdebdcf621086bc352503dfb6a1a648b614986f4fd"),

@@ -15,9 +15,9 @@ in this order:
    checkpoint_every or the process count, which change no weight) and the stage's ``inputs``;
    the engine then continues from the newest one;
 5. the engine's fit, its history streamed to $BERT_HISTORY_STREAM (pipeline.track logs it to MLflow);
-6. rank 0: the model folder (weights, the start model's vocab, the stage's summary JSON with its params
-   and environment), the history and the stage's other files, all or none; then the checkpoints are
-   dropped: the run is complete.
+6. rank 0: the model folder (weights, the start model's vocab, what the stage says of the model, the stage's
+   summary JSON with its params and environment), the history and the stage's other files, all or none; then
+   the checkpoints are dropped: the run is complete.
 
 Run as a program (``run_as_program``), the process first re-executes itself with tcmalloc preloaded
 (stages._lib.allocator, BERT_ALLOCATOR).
@@ -101,6 +101,7 @@ class Outputs:
     summary: dict[str, Any]  # its contents; the skeleton adds "params" and "environment"
     files: dict[Path, Any] = field(default_factory=dict)  # other JSON outputs: path -> value
     message: str = ""  # the log line saying the run is done
+    describe: Optional[Callable[[Path], Any]] = None  # writes more into the saved model folder (its task entry)
 
 
 class TrainingStage:
@@ -372,6 +373,8 @@ def write_outputs(model: torch.nn.Module, result: FitResult, outputs: Outputs, m
         for name in TOKENIZER_FILES:
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp_out / name)
+        if outputs.describe is not None:
+            outputs.describe(tmp_out)
         write_json(tmp_out / outputs.summary_name, outputs.summary)
         for tmp, value in zip(tmp_files, outputs.files.values()):
             write_json(tmp, value)
