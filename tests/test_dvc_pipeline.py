@@ -123,12 +123,13 @@ def test_dvc_reruns_exactly_what_changed(repo):
 
 def test_a_new_value_of_the_search_grid_trains_only_its_cells(repo):
     """search.learning_rate [3e-4] -> [3e-4, 1e-3]: the 3e-4 trial is up to date (its command and deps are the same),
-    the 1e-3 trial runs, and the report re-runs over both."""
+    the 1e-3 trial runs, and the report re-runs over both (and predict, which reads the report's choice)."""
+    _repro(repo)  # up to date first, whatever ran before
     _set_params(repo, lambda v: v.update(search={"learning_rate": [3e-4]}))
     write_matrix(repo)
-    assert _repro(repo) == {"finetune@demo-pair-7-0.0003", "evaluate@demo-pair-7-0.0003", "report"}
+    assert _repro(repo) == {"finetune@demo-pair-7-0.0003", "evaluate@demo-pair-7-0.0003", "report", "predict@demo-pair"}
     _set_params(repo, lambda v: v.update(search={"learning_rate": [3e-4, 1e-3]}))  # values: dvc.yaml stays as it is
-    assert _repro(repo) == {"finetune@demo-pair-7-0.001", "evaluate@demo-pair-7-0.001", "report"}
+    assert _repro(repo) == {"finetune@demo-pair-7-0.001", "evaluate@demo-pair-7-0.001", "report", "predict@demo-pair"}
     grid = json.loads((repo / "reports" / "metrics.json").read_text())["demo-pair"]["grid"]
     assert [cell["label"] for cell in grid] == ["learning_rate=0.0003", "learning_rate=0.001"]
     trained = json.loads((repo / "models/finetuned/demo-pair/lr0.001/seed7/training.json").read_text())
