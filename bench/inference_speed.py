@@ -122,7 +122,7 @@ def ours_model(folder: Path, task: str, data, precision: str, batch: int):
     import torch
 
     from bert.data.cache import pad_collate
-    from bert.engine.predict import predict
+    from bert.engine.prediction import predict
     from bert.inference.predictor import Predictor
 
     predictor = Predictor(folder, device="cpu", precision=precision, batch_size=batch)  # loads model + tokenizer

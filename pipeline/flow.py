@@ -1,7 +1,7 @@
 """The Prefect flow: dvc.yaml's stages as Prefect tasks, each one `dvc repro --single-item <stage>`.
 
     python -m pipeline.flow                                   # local, on an ephemeral Prefect API
-    python -m pipeline.flow --set finetune.learning_rate=5e-5 --set 'tasks=[mrpc]' --retries 2
+    python -m pipeline.flow --set 'search.learning_rate=[5e-5]' --set 'tasks=[mrpc]' --retries 2
     prefect deploy --all && prefect deployment run bert-pipeline/local      # on a work pool (prefect.yaml)
 
 The DAG is DVC's (pipeline.dvcgraph reads dvc.yaml through DVC): one task per stage and per

@@ -47,8 +47,9 @@ PIPELINES = {
     },
 }
 MATRIX_FILE = "params.yaml"  # the file whose tasks x seeds dvc.yaml's foreach and matrix expand
-MATRIX_KEYS = ("tasks", "seeds")
+MATRIX_KEYS = ("tasks", "seeds", "search")  # search: the grid of finetune settings crossed with them
 TRAINING_SECTIONS = ("finetune", "pretrain")  # checked against this machine too (stages._lib.training.check_launch)
+SEARCHED = "finetune"  # the section params.yaml's search grid overrides
 
 
 def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: bool) -> None:
@@ -61,6 +62,7 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
     from stages._lib.params import ParamsError, build, load_matrix, read_params_file
     from stages._lib.tasks import builtin_tasks, get_task
     from stages._lib.training import check_launch
+    from pipeline.matrix import problems
 
     values = read_params_file(path)
     known = [*sections, *(MATRIX_KEYS if matrix else ())]
@@ -68,6 +70,9 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
     if unknown:
         raise ParamsError(f"{path}: unknown key {unknown[0]} (known keys of the top level: {', '.join(known)})")
     if matrix:
+        if "search" not in values:  # the report's params dep: DVC refuses a missing one, after all the training
+            raise ParamsError(f"{path}: key search is missing (the report stage depends on it): write `search: {{}}` "
+                              "to train finetune's values once per task and seed")
         if DATASETS not in values:  # DVC refuses a params dependency that is not there, in its own words
             raise ParamsError(f"{path}: section {DATASETS!r} is missing (write {DATASETS}: {{}} when you have none)")
         datasets = check_datasets(values[DATASETS], path, builtin_tasks())
@@ -89,6 +94,33 @@ def check_params_file(path: Path, sections: dict[str, tuple[str, str]], matrix: 
         if matrix and section == "predict" and params.seed is not None and params.seed not in load_matrix(path).seeds:
             raise ParamsError(f"{path}: predict.model: {params.model} names no model: seed {params.seed} is not "
                               f"one of seeds {load_matrix(path).seeds}")
+        if matrix and section == SEARCHED:
+            check_search(path, values, params)
+    if matrix:
+        for line in problems(path.parent):
+            raise ParamsError(line)
+
+
+def check_search(path: Path, values: dict, base: object) -> None:
+    """params.yaml's search grid: its keys the finetune section's, each cell a finetune section the stage accepts
+    (built with the cell's overrides, checked against this machine)."""
+    from stages._lib.params import ParamsError, section_keys
+    from stages._lib.search import SECTION, read_search, settings
+    from stages._lib.training import check_launch, with_overrides
+
+    search = read_search(values, path, section_keys(type(base)))
+    for key, options in search.items():  # one value at a time first: the message names the value's place
+        for i, option in enumerate(options):
+            try:
+                with_overrides(base, {key: option}, SEARCHED, path)
+            except ParamsError as err:
+                raise ParamsError(f"{path}: {SECTION}.{key}[{i}]: {str(err).partition(': ')[2]}") from None
+    for cell in settings(search):
+        try:
+            params = with_overrides(base, cell, SEARCHED, path)
+        except ParamsError as err:
+            raise ParamsError(f"{err} ({SECTION} cell {cell})") from None
+        check_launch(SEARCHED, params, params.nproc, path)
 
 
 def check_project(root: Path) -> None:

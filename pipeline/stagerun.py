@@ -38,6 +38,7 @@ from pipeline.tracking import (KIND_TAG, NO_PARENT_TAG, PARENT_ENV, STAGE_TAG, T
                                numeric_leaves, read_params)
 from pipeline.trials import (FINETUNE_TAG, TRIAL_TAG, create_trial, find_trial, register_champion,
                              settings_hash, trial_params)
+from stages._lib.search import SECTION, command_overrides, setting_id
 
 SUMMARY_MAX_BYTES = 1 << 20
 METRICS_NAME = "metrics.json"  # an evaluate out folder's metrics
@@ -262,10 +263,11 @@ class StageRun:
             print(f"[{tracker.label}] {what} {where} at {tracker.uri}", file=sys.stderr, flush=True)
 
     def _training_section(self) -> tuple[str, dict[str, Any]]:
-        """The finetune stage's params section (name, {key: value}) as params.yaml has it."""
+        """The finetune stage's params section (name, {key: value}) as the stage reads it: params.yaml's, with the
+        command's overrides (a trial of the search grid: ``--learning_rate 5e-05``) applied."""
         section = next((p for p in self.spec.params if "." not in p), "finetune") if self.spec else "finetune"
         values = {k[len(section) + 1:]: v for k, v in self.values.items() if k.startswith(section + ".")}
-        return section, values
+        return section, {**values, **command_overrides(self.cmd, values)}
 
     def _open_trial(self) -> Optional[str]:
         task, seed = flag(self.cmd, "--task"), int(flag(self.cmd, "--seed"))
@@ -279,7 +281,12 @@ class StageRun:
         upstream = upstream_params(self.values, self.spec, self.specs) if self.spec else {}
         params = trial_params(task, seed, section_name, section, upstream)
         tags = {FINETUNE_TAG: self.name, "host": platform.node(), **git_facts(self.root)}
-        return create_trial(self.tracker, self.parent, task, seed, key, params, tags)
+        return create_trial(self.tracker, self.parent, task, seed, key, params, tags, self._setting(section))
+
+    def _setting(self, section: dict[str, Any]) -> dict[str, Any]:
+        """A trial's cell of params.yaml's search grid: the searched keys' values in its training section."""
+        keys = [k[len(SECTION) + 1:] for k in self.values if k.startswith(SECTION + ".")]
+        return {key: section[key] for key in keys if key in section}
 
     def log_history(self, records: list[dict], run_id: Optional[str] = None) -> None:
         """Log the points of steps not logged yet."""
@@ -387,7 +394,9 @@ class StageRun:
                 self._log_file(path, run_id, "eval")
         from pipeline.models import log_trial_model
 
-        model_id = log_trial_model(tracker, run_id, root / model_rel, f"{task}-seed{seed}")
+        name = "-".join(filter(None, (task, setting_id(self._setting(training["params"])), f"seed{seed}")))
+        name = re.sub(r"[/:.%\"']", "_", name)  # MLflow refuses these in a model's name: demo-pair-lr0_0001-seed1
+        model_id = log_trial_model(tracker, run_id, root / model_rel, name)
         tracker.log_metrics(run_id, dev, model_id=model_id)
 
     def _trial_from_model(self, task: str, seed: int, key: str, training: dict, model_rel: str,
@@ -403,7 +412,8 @@ class StageRun:
                 **{k: str(environment[k]) for k in ("device", "allocator") if environment.get(k)},
                 **({model_hash[0]: model_hash[1]} if model_hash else {}),
                 **({FINETUNE_TAG: finetune.name} if finetune else {})}
-        run_id = create_trial(self.tracker, self.parent, task, seed, key, params, tags)
+        run_id = create_trial(self.tracker, self.parent, task, seed, key, params, tags,
+                              self._setting(training["params"]))
         for rel in (finetune.plots + finetune.outs) if finetune else ():
             records = read_history_file(self.root / rel)
             if records:

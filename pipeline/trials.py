@@ -2,7 +2,8 @@
 
     trial run        params  task, seed, finetune.* (the training section actually used), and the params of
                              the stages upstream of it (model.name, tokenize.*, data.*): the keys that define it
-                     tags    task, seed, bert.trial (a hash of the training section), git commit, device,
+                     tags    task, seed, bert.trial (a hash of the training section), setting (its cell of
+                             params.yaml's search grid, when there is one), git commit, device,
                              precision, world size, DVC's hashes (its data, its model, one digest of its code)
                      metrics the training curves (loss, learning_rate, ... at their steps), dev.<metric>
                      model   the fine-tuned model as an MLflow Model (pipeline.models), logged with the dev metrics
@@ -11,8 +12,8 @@ The finetune stage's wrapper finds or creates the trial run under the pipeline r
 ``create_trial``), keyed by (pipeline run, task, seed, settings hash); the evaluate stage's wrapper computes
 the same key from the model folder's training.json (the section the stage actually trained with) and logs
 into that run, or creates it there with the history file's curves when the pipeline run re-evaluated a model
-it did not train. A trial is named for what sets it apart from the last trial of its task and seed
-(``demo-pair seed1 | finetune.learning_rate=0.0003``), as pipeline runs are.
+it did not train. A trial is named for its task, its cell of the search grid and its seed, then what sets it apart from the last
+trial of those (``demo-pair lr5e-05 seed1 | finetune.warmup_proportion=0.2``), as pipeline runs are.
 
 The champion of a task: whichever trial the report chose (its rule is the report's: stages/report.py writes
 ``chosen`` per task in reports/metrics.json); ``register_champion`` takes that trial, whatever chose it,
@@ -27,8 +28,10 @@ import json
 from typing import Any, Optional
 
 from pipeline.tracking import KIND_TAG, NO_PARENT_TAG, PARENT_TAG, Tracker, changed_params, param_value
+from stages._lib.search import label, setting_id
 
 TRIAL_TAG = "bert.trial"  # the hash of the training section: one value per setting
+SETTING_TAG = "setting"  # a trial's cell of params.yaml's search grid, e.g. learning_rate=5e-05
 FINETUNE_TAG = "dvc.stage.finetune"  # the DVC stage that trained it (dvc.stage.evaluate: the one that evaluated it)
 MODEL_PREFIX = "bert-"  # registered models are bert-<task>
 CHAMPION = "champion"
@@ -56,9 +59,10 @@ def trial_params(task: str, seed: int, section_name: str, section: dict[str, Any
     return {"task": task, "seed": seed, **upstream, **{f"{section_name}.{k}": v for k, v in section.items()}}
 
 
-def trial_name(task: str, seed: int, changes: Optional[dict[str, str]]) -> str:
-    """`demo-pair seed1`, then what differs from the last trial of this task and seed, if there was one."""
-    base = f"{task} seed{seed}"
+def trial_name(task: str, seed: int, changes: Optional[dict[str, str]], setting: str = "") -> str:
+    """`demo-pair seed1` (`demo-pair lr5e-05 seed1`: a cell of the search grid, its setting id), then what differs
+    from the last trial of this task, setting and seed, if there was one."""
+    base = f"{task} {setting} seed{seed}" if setting else f"{task} seed{seed}"
     if changes is None:
         return base
     shown = ", ".join(f"{k}={v}" for k, v in list(changes.items())[:NAMED_CHANGES]) or "same params"
@@ -98,17 +102,22 @@ def find_trial(tracker: Tracker, parent: Optional[str], task: str, seed: int, ke
 
 
 def create_trial(tracker: Tracker, parent: Optional[str], task: str, seed: int, key: str, params: dict[str, Any],
-                 tags: dict[str, str]) -> Optional[str]:
-    """A new trial run with its params and tags, named against the last trial of its task and seed."""
+                 tags: dict[str, str], setting: Optional[dict[str, Any]] = None) -> Optional[str]:
+    """A new trial run with its params and tags, named against the last trial of its task, setting and seed.
+
+    Args:
+        setting: its cell of params.yaml's search grid ({key: value}; None or {}: no grid), tagged ``setting``.
+    """
+    cell = {SETTING_TAG: label(setting)} if setting else {}
     last = tracker.call("last trial", lambda: tracker.client.search_runs(
-        [tracker.experiment_id], _query(task, seed, {}), max_results=1, order_by=["attributes.start_time DESC"]))
+        [tracker.experiment_id], _query(task, seed, cell), max_results=1, order_by=["attributes.start_time DESC"]))
     changes = None
     if last:
         changes = changed_params(last[0].data.params, params)
-    tags = {KIND_TAG: "trial", "task": task, "seed": str(seed), TRIAL_TAG: key, **tags}
+    tags = {KIND_TAG: "trial", "task": task, "seed": str(seed), TRIAL_TAG: key, **cell, **tags}
     if not parent:
         tags[NO_PARENT_TAG] = "none"
-    run_id = tracker.create_run(trial_name(task, seed, changes), tags, parent=parent)
+    run_id = tracker.create_run(trial_name(task, seed, changes, setting_id(setting or {})), tags, parent=parent)
     tracker.log_params(run_id, params)
     return run_id
 

@@ -1,9 +1,12 @@
 """Stage finetune: train one (task, seed) from the cached train features.
 
-    torchrun --standalone --nproc_per_node 1 -m stages.finetune --task demo-pair --seed 1 \
+    torchrun --standalone --nproc_per_node 1 -m stages.finetune --task demo-pair --seed 1 --learning_rate 5e-05 \
         --features data/features/demo-pair --model models/pretrained \
-        --out models/finetuned/demo-pair/seed1 --history reports/history/demo-pair/seed1.json \
-        --work models/checkpoints/demo-pair/seed1 --data data/raw/demo-pair
+        --out models/finetuned/demo-pair/lr5e-05/seed1 --history reports/history/demo-pair/lr5e-05/seed1.json \
+        --work models/checkpoints/demo-pair/lr5e-05/seed1 --data data/raw/demo-pair
+
+``--<key> VALUE`` (any key of the finetune section but nproc; ``--resume`` / ``--no-resume`` for a switch)
+overrides params.yaml's value: a trial of the search grid (stages._lib.search; dvc.yaml passes them).
 
 dvc.yaml runs it through ``python -m bert.engine.launch`` (torchrun, asking ``preflight`` first); it also runs
 as ``python -m stages.finetune ...`` (one process) and under the old ``python -m torch.distributed.launch``.
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -39,8 +44,9 @@ from bert.tasks import TaskKind, TaskSpec
 from bert.tasks.folder import metadata_for_task, write_task_metadata
 from bert.tasks.windows import WindowSettings
 from stages._lib.common import load_features, read_json, require_input
-from stages._lib.params import load_section
+from stages._lib.params import ParamsError, load_section, read_params_file
 from stages._lib.scoring import EvaluateParams, dev_metrics, predict_dev
+from stages._lib.search import SECTION, read_search
 from stages._lib.tasks import get_task, head_for, manifest_labels, primary_metric
 from stages._lib.training import Outputs, Run, TrainingParams, TrainingStage, final_loss, fit_summary, run_as_program
 
@@ -94,6 +100,17 @@ class Finetune(TrainingStage):
         parser.add_argument("--features", required=True, type=Path, help="the task's feature folder (stage tokenize)")
         parser.add_argument("--data", type=Path, help="the task's raw data folder (stage download): SQuAD's dev "
                             "file, for finetune.eval_every")
+
+    def load_params(self, args: argparse.Namespace) -> FinetuneParams:
+        """The section with the command's overrides; under DVC, every key of params.yaml's search grid must be one
+        of them (a key added to the grid but not to dvc.yaml's matrix would train finetune's value instead)."""
+        params = super().load_params(args)
+        if os.environ.get("DVC_STAGE"):
+            for key in read_search(read_params_file(args.params), args.params):
+                if getattr(args, f"set_{key}", None) is None:
+                    raise ParamsError(f"{args.params}: {SECTION}.{key}: dvc.yaml's finetune matrix does not cross it (the "
+                                      f"command has no --{key}): run `python -m pipeline.matrix write`")
+        return params
 
     def prepare(self, args: argparse.Namespace, params: FinetuneParams, ctx: DistContext) -> Run:
         try:

@@ -48,6 +48,7 @@ from bert.tasks.swag import read_swag_examples
 from stages._lib.common import atomic_outputs, read_json, require_input, run_stage, stage_parser, write_json
 from stages._lib.evaluation import EvaluateParams
 from stages._lib.params import DEFAULT_PARAMS, load_section
+from stages._lib.search import setting_folder
 from stages._lib.tasks import DEMO_FORMATS, get_task, recorded_labels
 
 logger = logging.getLogger("stages.predict")
@@ -76,16 +77,18 @@ class PredictParams:
 
 
 def model_folder(models: Path, task: str, params: PredictParams, report: Path) -> tuple[Path, int]:
-    """The fine-tuned folder that predicts `task`, and its seed: ``<models>/seed<N>``, N the report's choice
-    (``best``) or the params' seed. The one place that knows finetune's layout."""
+    """The fine-tuned folder that predicts `task`, and its seed: ``<models>/<setting>/seed<N>`` (stages._lib.search),
+    the setting the report chose from the search grid, N its choice (``best``) or the params' seed."""
     seed = params.seed
+    summary = read_json(report, "report", dict) if seed is None or report.is_file() else {}
+    chosen = summary.get(task, {}).get("chosen")
     if seed is None:
-        chosen = read_json(report, "report", dict).get(task, {}).get("chosen")
         if not isinstance(chosen, dict) or not isinstance(chosen.get("seed"), int):
             raise ValueError(f"{report}: no chosen run for {task} (the report's metrics.json has none); run the "
                              "report stage, or set predict.model to seed<N>")
         seed = chosen["seed"]
-    folder = models / f"seed{seed}"
+    setting = chosen.get("setting") if isinstance(chosen, dict) and isinstance(chosen.get("setting"), dict) else {}
+    folder = models / setting_folder(seed, setting)
     require_input(folder / "config.json", "finetune", f"model of {task} seed {seed}")
     return folder, seed
 

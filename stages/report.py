@@ -1,18 +1,21 @@
-"""Stage report: the task x seed results as reports/report.md, report.html, PNGs and metrics.json.
+"""Stage report: the task x seed x setting results as reports/report.md, report.html, PNGs and metrics.json.
 
-    python -m stages.report --runs "reports/eval/{task}/seed{seed}" --baseline "reports/baseline/{task}" \
-        --history "reports/history/{task}/seed{seed}.json" --markdown reports/report.md \
+    python -m stages.report --runs "reports/eval/{trial}" --baseline "reports/baseline/{task}" \
+        --history "reports/history/{trial}.json" --markdown reports/report.md \
         --html reports/report.html --figures reports/figures --metrics reports/metrics.json
 
-Per task: every metric's mean ± sample standard deviation over the seeds (points), beside the
+{trial} is a trial's folder (stages._lib.search: ``demo-pair/lr5e-05/seed1``; ``demo-pair/seed1`` with no
+search). The search grid: per task and setting, the primary dev metric's mean ± std over the seeds, runs at
+the majority baseline left out and named; the chosen setting is the best mean (stages._lib.choice).
+Per task, for the chosen setting: every metric's mean ± sample standard deviation over the seeds (points), beside the
 untrained baseline (the pretrained encoder with a fresh, untrained head: stage ``baseline``), the
 majority-class baseline for classification and multiple choice, and published figures where they
 exist (stages._lib.references). Runs whose predictions collapse to one class, or whose accuracy is
 within ``report.majority_tolerance`` points of the majority class, are flagged.
 
-Each task's ``chosen`` run (metrics.json: its seed, eval folder, metric, value and the rule) is the one
-to ship: the best primary dev metric among the runs not flagged (among all, marked flagged, when every run
-is). The MLflow glue registers that run's model as the task's champion (pipeline.trials), whatever the rule.
+Each task's ``chosen`` run (metrics.json: its setting, seed, eval folder, metric, value and the rule) is the one
+to ship: the chosen setting's best primary dev metric among its runs not flagged (among all, marked flagged, when
+every run is). The MLflow glue registers that run's model as the task's champion (pipeline.trials), whatever the rule.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from typing import Any, Optional
 from bert.io.fileio import atomic_write_text
 from bert.io.settings import at_least
 from stages._lib import figures
+from stages._lib.choice import choose_setting, grid_cells, run_flag
 from stages._lib.common import atomic_outputs, read_json, run_stage, stage_parser, write_json
-from stages._lib.params import load_matrix, load_section
+from stages._lib.params import load_matrix, load_section, read_params_file
 from stages._lib.references import references_for
 from stages._lib.render import Bullets, Code, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
+from stages._lib.search import Trial, read_search, setting_id, trials
 
 logger = logging.getLogger("stages.report")
 
@@ -65,14 +70,8 @@ def summarize_task(task: str, runs: dict[int, dict], baseline: dict, tolerance: 
         per_seed = {str(seed): run["metrics"][name] for seed, run in runs.items()}
         fine_tuned[name] = {**_mean_std(list(per_seed.values())), "per_seed": per_seed}
     majority = (baseline.get("majority") or {}).get("metrics")
-    flags = []
-    for seed, run in runs.items():
-        counts = run.get("predicted_counts")
-        if counts is not None and sum(c > 0 for c in counts) == 1:
-            flags.append({"seed": seed, "why": "predicts a single class for every dev example"})
-        elif majority and "acc" in majority and run["metrics"]["acc"] <= majority["acc"] + tolerance:
-            flags.append({"seed": seed, "why": f"accuracy {run['metrics']['acc']:.2f} is within {tolerance} "
-                                               f"points of the majority class ({majority['acc']:.2f})"})
+    flags = [{"seed": seed, "why": why} for seed, run in runs.items()
+             if (why := run_flag(run, majority, tolerance)) is not None]
     trainings = [run["training"] for run in runs.values() if run.get("training")]
     return {
         "primary": primary,
@@ -110,6 +109,50 @@ def choose_run(summary: dict, folders: dict[int, str]) -> dict[str, Any]:
     return chosen
 
 
+def summarize_search(task: str, runs: dict[Trial, dict], baseline: dict, tolerance: float,
+                     folders: dict[Trial, str]) -> dict:
+    """The metrics.json entry of a task over its grid: summarize_task's entry for the chosen setting (stages._lib.choice)
+    plus ``grid`` (each setting's mean ± std over the seeds not flagged), ``flagged_trials`` and ``chosen``.
+
+    Args:
+        runs: the task's trials -> their evaluate records.
+        folders: the task's trials -> their evaluate folders.
+    """
+    primary = next(iter(runs.values()))["primary"]
+    majority = (baseline.get("majority") or {}).get("metrics")
+    flags = {trial: why for trial, run in runs.items() if (why := run_flag(run, majority, tolerance)) is not None}
+    cells = grid_cells(runs, primary, flags)
+    best, every = choose_setting(cells)
+    mine = [trial for trial in runs if setting_id(trial.setting) == cells[best]["id"]]
+    summary = summarize_task(task, {t.seed: runs[t] for t in mine}, baseline, tolerance)
+    summary["grid"] = cells
+    summary["flagged_trials"] = [{"setting": setting_id(t.setting), "seed": t.seed, "why": why} for t, why in flags.items()]
+    chosen = choose_run(summary, {t.seed: folders[t] for t in mine})
+    chosen.update(setting=cells[best]["setting"], setting_label=cells[best]["label"], setting_mean=cells[best]["mean"],
+                  seeds_used=cells[best]["n"],
+                  rule=f"the setting with the best mean dev {primary} over its seeds (runs at the majority baseline "
+                       "left out), then its best seed" + ("; every run is flagged: all counted" if every else ""))
+    summary["chosen"] = chosen
+    return summary
+
+
+def _grid_table(summaries: dict[str, dict]) -> Table:
+    rows = []
+    for task, s in summaries.items():
+        chosen = s["chosen"]["setting_label"]
+        for cell in s["grid"]:
+            notes = [f"seed {seed} left out: {why}" for seed, why in cell["left_out"].items()]
+            if cell.get("all_flagged"):
+                notes.append("every run of the task is flagged: all counted")
+            rows.append([task, f"**{cell['label']}**" if cell["label"] == chosen else cell["label"],
+                         _fmt(None if cell["mean"] is None else cell),
+                         f"{cell['n']} of {len(cell['per_seed'])}",
+                         " / ".join(f"{seed}: {value:.2f}" for seed, value in cell["per_seed"].items()),
+                         "; ".join(["chosen", *notes] if cell["label"] == chosen else notes) or "—"])
+    return Table(["task", "setting", "primary dev metric (mean ± std over the seeds used)", "seeds used",
+                  "per seed", "note"], rows)
+
+
 def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
     rows = []
     for task, s in summaries.items():
@@ -134,9 +177,11 @@ def _results_table(summaries: dict[str, dict], seeds: list[int]) -> Table:
 
 
 def draw_figures(folder: Path, rel: str, runs: dict[str, dict[int, dict]],
-                 histories: dict[str, dict[int, list]]) -> dict[str, dict[str, str]]:
-    """Training curves per task, dev curves where the runs evaluated during training, and a confusion matrix
-    (summed over seeds) where there is one.
+                 histories: dict[str, dict[str, list]], chosen_histories: dict[str, dict[int, list]]
+                 ) -> dict[str, dict[str, str]]:
+    """Training curves per task (one line per trial), dev curves where the chosen setting's runs evaluated during
+    training (one line per seed: `chosen_histories`), and a confusion matrix (the chosen setting's runs, summed
+    over seeds) where there is one.
 
     Returns:
         task -> {"curves": path, "dev": path, "confusion": path}, paths as the report links them (`rel`/name).
@@ -148,9 +193,9 @@ def draw_figures(folder: Path, rel: str, runs: dict[str, dict[int, dict]],
         figures.training_curves(folder / f"{task}-training.png", task, histories[task])
         selections = {seed: (r.get("training") or {}).get("selection") for seed, r in task_runs.items()}
         metric = next((s["metric"] for s in selections.values() if s), None)
-        if metric and any(metric in p for points in histories[task].values() for p in points):
+        if metric and any(metric in p for points in chosen_histories[task].values() for p in points):
             kept = {seed: s["selected_step"] for seed, s in selections.items() if s}
-            figures.dev_curves(folder / f"{task}-dev.png", task, metric, histories[task], kept)
+            figures.dev_curves(folder / f"{task}-dev.png", task, metric, chosen_histories[task], kept)
             paths[task]["dev"] = f"{rel}/{task}-dev.png"
         with_confusion = [r for r in task_runs.values() if r.get("confusion")]
         if with_confusion:
@@ -162,10 +207,12 @@ def draw_figures(folder: Path, rel: str, runs: dict[str, dict[int, dict]],
     return paths
 
 
-def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]], seeds: list[int],
+def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]], seeds: list[int],
                    figure_paths: dict[str, dict[str, str]]) -> Document:
     """The report's content (rendered to both Markdown and HTML)."""
-    first_run = next(iter(next(iter(runs.values())).values()))
+    first_task = next(iter(runs))
+    setting = summaries[first_task]["chosen"]["setting"]
+    first_run = next(run for trial, run in runs[first_task].items() if trial.setting == setting)
     training = first_run.get("training") or {}
     env = training.get("environment", {})
     params = training.get("params", {})
@@ -174,30 +221,39 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
                       f"`python -m stages.report`. Model: `{training.get('model', '?')}`. Tasks: "
                       f"{', '.join(summaries)}; seeds: {', '.join(map(str, seeds))}. All figures are points (0-100) "
                       "on the dev set."))
-    doc.add(Heading("Results"), _results_table(summaries, seeds))
+    doc.add(Heading("Search grid"), _grid_table(summaries))
+    doc.add(Paragraph("Each setting trained once per seed; its mean ± sample std is over the seeds whose run did not "
+                      "sit at the majority-class baseline (left out, and named in the note). The chosen setting "
+                      "(bold) has the best mean, not the best single run; its best seed is the task's champion "
+                      "(`models:/bert-<task>@champion` in MLflow)."))
+    doc.add(Heading("Results"), Paragraph("The chosen setting of each task, every seed."),
+            _results_table(summaries, seeds))
     doc.add(Paragraph("**untrained head**: the pretrained encoder with a freshly initialised (seeded), untrained "
                       "head, evaluated like the fine-tuned runs. **majority class**: always predicting the train set's "
                       "most frequent label (choice position for multiple choice). **gain**: fine-tuned mean minus "
                       "untrained head. The primary metric of each task is in bold."))
-    flagged = [f"{task} seed {f['seed']}: {f['why']}" for task, s in summaries.items() for f in s["flagged_runs"]]
+    flagged = [f"{task} {f['setting'] + ' ' if f['setting'] else ''}seed {f['seed']}: {f['why']}"
+               for task, s in summaries.items() for f in s["flagged_trials"]]
     doc.add(Heading("Flagged runs", 3), Bullets(flagged or ["none: no run sits at the majority-class baseline"]))
-    chosen = [f"{task}: seed {c['seed']} ({c['metric']} {c['value']:.2f}; {c['rule']}"
-              f"{'; every run is flagged' if c.get('flagged') else ''})"
+    chosen = [f"{task}: {c['setting_label']} (mean {c['metric']} {c['setting_mean']:.2f} over {c['seeds_used']} "
+              f"seed{'s' if c['seeds_used'] > 1 else ''}), seed {c['seed']} ({c['metric']} {c['value']:.2f}; "
+              f"{c['rule']}{'; every run is flagged' if c.get('flagged') else ''})"
               for task, c in ((task, s["chosen"]) for task, s in summaries.items() if "chosen" in s)]
     if chosen:
         doc.add(Heading("Chosen runs", 3), Bullets(chosen))
     doc.add(Heading("Run time and throughput"))
     rows = []
     for task, task_runs in runs.items():
-        for seed, run in task_runs.items():
+        for trial, run in task_runs.items():
             t = run.get("training") or {}
-            rows.append([task, str(seed), str(t.get("train_examples", "—")), str(t.get("global_steps", "—")),
+            rows.append([task, setting_id(trial.setting) or "—", str(trial.seed), str(t.get("train_examples", "—")), str(t.get("global_steps", "—")),
                          f"{t.get('seconds', 0):.1f}", f"{t.get('sequences_per_second', 0):.1f}",
                          "—" if t.get("final_loss") is None else f"{t['final_loss']:.4f}",
                          f"{run['eval_seconds']:.1f}", f"{run['eval_sequences_per_second']:.1f}"])
-    doc.add(Table(["task", "seed", "train examples", "steps", "train s", "train seq/s", "final loss", "eval s",
+    doc.add(Table(["task", "setting", "seed", "train examples", "steps", "train s", "train seq/s", "final loss", "eval s",
                    "eval seq/s"], rows))
-    total = sum(s["train_seconds"] + s["eval_seconds"] for s in summaries.values())
+    total = sum((run.get("training") or {}).get("seconds", 0) + run["eval_seconds"]
+                for task_runs in runs.values() for run in task_runs.values())  # every trial, not the chosen ones
     doc.add(Paragraph(f"Training and evaluation took {total:.1f} s in all (stage start-up, tokenization and the "
                       "baselines not included)."))
     doc.add(Heading("Training curves"))
@@ -205,7 +261,7 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
         doc.add(Image(paths["curves"], f"{task} training curves"))
         if "dev" in paths:
             doc.add(Image(paths["dev"], f"{task} dev metric during training"))
-    kept = [selection_line(task, seed, s) for task, task_runs in runs.items() for seed, run in task_runs.items()
+    kept = [selection_line(task, trial, s) for task, task_runs in runs.items() for trial, run in task_runs.items()
             if (s := (run.get("training") or {}).get("selection"))]
     if kept:
         doc.add(Heading("Evaluation during training", 3), Bullets(kept))
@@ -217,24 +273,25 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[int, dict]],
     doc.add(Heading("Environment"))
     doc.add(Bullets([f"{k}: `{v}`" for k, v in env.items()] + [
         f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
-    doc.add(Heading("Training settings"), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
+    doc.add(Heading("Training settings"), Paragraph(f"Those of {first_task}'s chosen setting."), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
     return doc
 
 
-def selection_line(task: str, seed: int, s: dict) -> str:
+def selection_line(task: str, trial: Trial, s: dict) -> str:
     """One run's evaluation during training (training.json's selection), for the report's list."""
     best = "—" if s.get("best_value") is None else f"{s['best_value']:.2f}"
     stopped = "; stopped early" if s.get("stopped_early") else ""
-    return (f"{task} seed {seed}: {s['metric']} best {best} at step {s['best_step']} ({s['evaluations']} "
+    name = " ".join(part for part in (task, setting_id(trial.setting), f"seed {trial.seed}") if part)
+    return (f"{name}: {s['metric']} best {best} at step {s['best_step']} ({s['evaluations']} "
             f"evaluations); kept step {s['selected_step']} (select {s['select']}){stopped}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = stage_parser("report", __doc__)
-    parser.add_argument("--runs", required=True, help='pattern of a run\'s evaluate folder, with {task} and {seed}')
+    parser.add_argument("--runs", required=True, help="pattern of a run's evaluate folder, with {trial}")
     parser.add_argument("--baseline", required=True, help="pattern of a task's baseline folder, with {task}")
-    parser.add_argument("--history", required=True, help="pattern of a run's training history, with {task} and {seed}")
+    parser.add_argument("--history", required=True, help="pattern of a run's training history, with {trial}")
     parser.add_argument("--markdown", required=True, type=Path)
     parser.add_argument("--html", required=True, type=Path)
     parser.add_argument("--figures", required=True, type=Path, help="folder for the PNGs")
@@ -244,19 +301,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     def body() -> None:
         matrix = load_matrix(args.params)
         params: ReportParams = load_section("report", ReportParams, args.params)
-        runs, summaries, histories = {}, {}, {}
+        search = read_search(read_params_file(args.params), args.params)
+        runs, summaries, histories, chosen_runs, chosen_histories = {}, {}, {}, {}, {}
         for task in matrix.tasks:
-            runs[task] = {seed: read_json(Path(args.runs.format(task=task, seed=seed)) / "metrics.json", "evaluate")
-                          for seed in matrix.seeds}
-            histories[task] = {seed: read_json(args.history.format(task=task, seed=seed), "finetune")
-                               for seed in matrix.seeds}
+            mine = trials([task], matrix.seeds, search)
+            folders = {t: Path(args.runs.format(trial=t.folder)).as_posix() for t in mine}
+            runs[task] = {t: read_json(Path(folders[t]) / "metrics.json", "evaluate") for t in mine}
+            by_trial = {t: read_json(args.history.format(trial=t.folder), "finetune") for t in mine}
+            histories[task] = {f"{setting_id(t.setting)} seed {t.seed}".lstrip(): h for t, h in by_trial.items()}
             baseline = read_json(Path(args.baseline.format(task=task)) / "metrics.json", "baseline")
-            summaries[task] = summarize_task(task, runs[task], baseline, params.majority_tolerance)
-            summaries[task]["chosen"] = choose_run(summaries[task], {
-                seed: Path(args.runs.format(task=task, seed=seed)).as_posix() for seed in matrix.seeds})
+            summaries[task] = summarize_search(task, runs[task], baseline, params.majority_tolerance, folders)
+            chosen = summaries[task]["chosen"]["setting"]
+            chosen_runs[task] = {t.seed: run for t, run in runs[task].items() if t.setting == chosen}
+            chosen_histories[task] = {t.seed: h for t, h in by_trial.items() if t.setting == chosen}
         rel = os.path.relpath(args.figures, args.markdown.parent)  # how the report links the PNGs
         with atomic_outputs(args.markdown, args.html, args.figures, args.metrics) as (md, page, fig_dir, metrics):
-            figure_paths = draw_figures(fig_dir, rel, runs, histories)
+            figure_paths = draw_figures(fig_dir, rel, chosen_runs, histories, chosen_histories)
             doc = build_document(summaries, runs, matrix.seeds, figure_paths)
             atomic_write_text(md, to_markdown(doc))
             atomic_write_text(page, to_html(doc))

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from bert import BertConfig, BertModel
+from pipeline.matrix import write as write_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's python, dvc and torchrun
@@ -71,13 +72,14 @@ def tiny_project(root: Path, minilm_dir: Path) -> Path:
     _tiny_model(root / "tiny-bert", minilm_dir / "vocab.txt")
 
     def edit(v):
-        v["tasks"], v["seeds"] = ["demo-pair"], [7]
+        v["tasks"], v["seeds"], v["search"] = ["demo-pair"], [7], {}
         v["model"]["name"] = str(root / "tiny-bert")
         v["data"]["builtin"].update(train_examples=32, dev_examples=16)
         v["tokenize"]["max_seq_length"] = 32
         v["finetune"].update(epochs=1.0, global_batch_size=16, log_every=1)
         v["evaluate"]["batch_size"] = 16
     _set_params(repo, edit)
+    write_matrix(repo)  # no search grid: one trial per task and seed
     return repo
 
 
@@ -117,3 +119,18 @@ def test_dvc_reruns_exactly_what_changed(repo):
                             "evaluate@demo-pair-7", "report", "predict@demo-pair"}
     manifest = json.loads((repo / "data" / "features" / "demo-pair" / "train" / "manifest.json").read_text())
     assert manifest["max_seq_length"] == 24
+
+
+def test_a_new_value_of_the_search_grid_trains_only_its_cells(repo):
+    """search.learning_rate [3e-4] -> [3e-4, 1e-3]: the 3e-4 trial is up to date (its command and deps are the same),
+    the 1e-3 trial runs, and the report re-runs over both (and predict, which reads the report's choice)."""
+    _repro(repo)  # up to date first, whatever ran before
+    _set_params(repo, lambda v: v.update(search={"learning_rate": [3e-4]}))
+    write_matrix(repo)
+    assert _repro(repo) == {"finetune@demo-pair-7-0.0003", "evaluate@demo-pair-7-0.0003", "report", "predict@demo-pair"}
+    _set_params(repo, lambda v: v.update(search={"learning_rate": [3e-4, 1e-3]}))  # values: dvc.yaml stays as it is
+    assert _repro(repo) == {"finetune@demo-pair-7-0.001", "evaluate@demo-pair-7-0.001", "report", "predict@demo-pair"}
+    grid = json.loads((repo / "reports" / "metrics.json").read_text())["demo-pair"]["grid"]
+    assert [cell["label"] for cell in grid] == ["learning_rate=0.0003", "learning_rate=0.001"]
+    trained = json.loads((repo / "models/finetuned/demo-pair/lr0.001/seed7/training.json").read_text())
+    assert trained["params"]["learning_rate"] == 1e-3

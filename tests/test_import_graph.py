@@ -105,3 +105,18 @@ def test_import_bert_and_bert_help_load_no_model_code():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("loaded: []"), result.stdout
+
+
+def test_no_lazy_export_is_shadowed_by_a_submodule_of_its_name():
+    """A package's lazy export named like one of its submodules (bert.engine.predict was both) turns into the
+    module once anything imports the submodule: `from bert.engine import predict` then depended on import order."""
+    import importlib
+    import pkgutil
+
+    clashes = []
+    for package in ("bert", *(f"bert.{m.name}" for m in pkgutil.iter_modules([str(REPO / "bert")]) if m.ispkg)):
+        module = importlib.import_module(package)
+        exports = getattr(module, "_EXPORTS", {})
+        submodules = {m.name for m in pkgutil.iter_modules(module.__path__)}
+        clashes += [f"{package}.{name}" for name in exports if name in submodules]
+    assert not clashes, f"lazy exports named like a submodule: {clashes}"

@@ -21,7 +21,7 @@ def test_an_edit_of_your_csv_reruns_its_tasks_stages(tmp_path, minilm_dir):
     lines = (REPO / "examples/reviews.csv").read_text().splitlines(keepends=True)[:41]  # the header and 40 rows
     (repo / "datasets/mine.csv").write_text("".join(lines))
     _set_params(repo, lambda v: v.update(tasks=["demo-pair", "mine"], datasets={"mine": ENTRY}))
-    everything = {"convert", "report", *(f"{stage}@{task}" for stage in ("download", "tokenize", "baseline")
+    everything = {"convert", "report", *(f"{stage}@{task}" for stage in ("download", "tokenize", "baseline", "predict")
                                          for task in ("demo-pair", "mine")),
                   *(f"{stage}@{task}-7" for stage in ("finetune", "evaluate") for task in ("demo-pair", "mine"))}
     assert _repro(repo) == everything
@@ -33,7 +33,7 @@ def test_an_edit_of_your_csv_reruns_its_tasks_stages(tmp_path, minilm_dir):
     assert flipped != lines[5]
     (repo / "datasets/mine.csv").write_text("".join(lines[:5] + [flipped] + lines[6:]))
     assert _repro(repo) == {"download@demo-pair", "download@mine", "tokenize@mine", "finetune@mine-7",
-                            "baseline@mine", "evaluate@mine-7", "report"}
+                            "baseline@mine", "evaluate@mine-7", "report", "predict@mine"}
     normalised = [json.loads(line) for split in ("train", "dev")
                   for line in (repo / f"data/raw/mine/{split}.jsonl").read_text().splitlines()]
     row = next(r for r in normalised if r["id"].endswith("-6"))  # file line 6 = lines[5]
@@ -80,12 +80,13 @@ def test_the_readme_flow_runs_as_written(tmp_path):
     params = re.sub(r"\ntasks: \[.*\]\n", f"\n{tasks_line}\n", params)
     params = params.replace("\ndatasets: {}\n", f"\n{datasets_block}")
     (repo / "params.yaml").write_text(params)
-    # the tiny config: one seed (the one the README predicts with), shorter sequences (the reviews are short)
-    _set_params(repo, lambda v: (v.update(seeds=[1]), v["tokenize"].update(max_seq_length=32)))
+    # the tiny config: one seed and one learning rate (those the README predicts with), shorter sequences
+    _set_params(repo, lambda v: (v.update(seeds=[1], search={"learning_rate": [1e-4]}),
+                                 v["tokenize"].update(max_seq_length=32)))
     out = run(blocks[2][1])
     predicted = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(predicted) == 1 and predicted[0]["text"] == "The kettle broke the first time I used it."
     shown = re.search(r"\{\"id\".*\}", (REPO / "README.md").read_text().split("\n## Your own data\n")[1]).group(0)
     assert predicted[0]["label"] == json.loads(shown)["label"]
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert set(metrics) == {"reviews"} and (repo / "models/finetuned/reviews/seed1/config.json").is_file()
+    assert set(metrics) == {"reviews"} and (repo / "models/finetuned/reviews/lr0.0001/seed1/config.json").is_file()

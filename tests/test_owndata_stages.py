@@ -42,7 +42,7 @@ def pretrained(tmp_path_factory):
 def project(root: Path, name: str, entry: dict) -> Path:
     """params.yaml of the repo with tasks: [name], the dataset's entry and a tiny run."""
     values = yaml.safe_load((REPO / "params.yaml").read_text())
-    values.update(tasks=[name], seeds=[1], datasets={name: entry})
+    values.update(tasks=[name], seeds=[1], search={}, datasets={name: entry})  # search: {}: <task>/seed1
     values["tokenize"]["max_seq_length"] = 32
     values["finetune"].update(epochs=1.0, global_batch_size=8, learning_rate=5e-5, log_every=1)
     values["evaluate"]["batch_size"] = 16
@@ -169,8 +169,8 @@ def test_multi_label_from_jsonl_and_csv_with_given_labels(tmp_path, pretrained):
     baseline = json.loads((tmp_path / "reports/baseline/complaints/metrics.json").read_text())
     assert set(baseline["majority"]["metrics"]) == {"micro_f1", "macro_f1", "exact_match"}
     r = lambda rel: str(tmp_path / rel)  # noqa: E731
-    assert report.main(["--runs", r("reports/eval/{task}/seed{seed}"), "--baseline", r("reports/baseline/{task}"),
-                        "--history", r("reports/history/{task}/seed{seed}.json"), "--markdown", r("reports/report.md"),
+    assert report.main(["--runs", r("reports/eval/{trial}"), "--baseline", r("reports/baseline/{task}"),
+                        "--history", r("reports/history/{trial}.json"), "--markdown", r("reports/report.md"),
                         "--html", r("reports/report.html"), "--figures", r("reports/figures"),
                         "--metrics", r("reports/metrics.json"), "--params", r("params.yaml")]) == 0
     summary = json.loads((tmp_path / "reports/metrics.json").read_text())["complaints"]

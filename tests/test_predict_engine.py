@@ -190,7 +190,7 @@ def test_predict_sorts_a_dataset_by_its_own_lengths(tmp_path):
 
 
 def test_dense_batches_run_padded_and_give_the_same_outputs(tmp_path, monkeypatch):
-    engine = importlib.import_module("bert.engine.predict")  # the module (bert.engine.predict is also the function)
+    engine = importlib.import_module("bert.engine.prediction")
     lengths = [25, 24, 24, 23, 9, 5, 3]
     items = [{"input_ids": torch.arange(2, 2 + n) % 50 + 2, "token_type_ids": torch.zeros(n, dtype=torch.long)}
              for n in lengths]

@@ -192,6 +192,12 @@ def test_which_model_best_or_a_seed(tmp_path):
         predict.model_folder(models, "rte", _params("best"), report)
     with pytest.raises(ValueError, match="report"):
         predict.model_folder(models, "mrpc", _params("best"), tmp_path / "missing.json")
+    # a search grid: the report's chosen setting names the folder (stages._lib.search), for best and seed<N>
+    for seed in (1, 2):
+        shutil.copytree(models / f"seed{seed}", models / "lr5e-05" / f"seed{seed}")
+    report.write_text(json.dumps({"mrpc": {"chosen": {"seed": 2, "setting": {"learning_rate": 5e-05}}}}))
+    assert predict.model_folder(models, "mrpc", _params("best"), report) == (models / "lr5e-05/seed2", 2)
+    assert predict.model_folder(models, "mrpc", _params("seed1"), report) == (models / "lr5e-05/seed1", 1)
 
 
 def test_a_task_without_a_test_file_is_said_not_failed(tmp_path):

@@ -28,8 +28,8 @@ STAGES = {
                  "--out", "{out}", "--history", "{tmp}/h.json", "--work", "{tmp}/work"],
     "evaluate": ["--task", "demo-pair", "--features", "{tmp}/f", "--data", "{tmp}/raw", "--model", "{tmp}/model",
                  "--out", "{out}"],
-    "report": ["--runs", "{tmp}/e/{{task}}/{{seed}}", "--baseline", "{tmp}/b/{{task}}", "--history",
-               "{tmp}/h/{{task}}/{{seed}}.json", "--markdown", "{out}", "--html", "{tmp}/r.html",
+    "report": ["--runs", "{tmp}/e/{{trial}}", "--baseline", "{tmp}/b/{{task}}", "--history",
+               "{tmp}/h/{{trial}}.json", "--markdown", "{out}", "--html", "{tmp}/r.html",
                "--figures", "{tmp}/fig", "--metrics", "{tmp}/m.json"],
 }
 

@@ -36,6 +36,7 @@ def _cores() -> int:
     return machine_capacity()[0]
 
 
+GRID = "  learning_rate: [1.0e-4, 5.0e-5]"  # params.yaml's search grid
 # case -> (edits of params.yaml: old text -> new text, fragments of the error line)
 CASES = {
     "seeds not a list (seeds: 42)": ({"seeds: [1, 2]": "seeds: 42"}, ["seeds", "expected a list of int, got 42"]),
@@ -60,6 +61,23 @@ CASES = {
                                     ["finetune.patience", "3 needs evaluations during training", "eval_every"]),
     "select: best without eval_every": ({"select: last ": "select: best "},
                                         ["finetune.select", "best needs evaluations during training"]),
+    # the search grid (stages/_lib/search.py): each problem names its key
+    "a search value that is not a list": ({GRID: "  learning_rate: 1.0e-4"},
+                                          ["search.learning_rate: expected a list of values, e.g. [0.0001]"]),
+    "an unknown search key": ({GRID: "  learning_rat: [1.0e-4]"}, ["search.learning_rat: unknown key"]),
+    "an empty search list": ({GRID: "  learning_rate: []"}, ["search.learning_rate: expected a non-empty list"]),
+    "a search value listed twice": ({GRID: "  learning_rate: [1.0e-4, 0.0001]"},
+                                    ["search.learning_rate: 0.0001 listed twice"]),
+    "a search value of the wrong type": ({GRID: "  learning_rate: [1.0e-4, fast]"},
+                                         ["search.learning_rate[1]: expected a number, got 'fast'"]),
+    "a searched process count": ({GRID: "  nproc: [1, 2]"}, ["search.nproc: not a search key"]),
+    "a search cell the steps cannot share": ({GRID: "  global_batch_size: [16, 15]",
+                                              "grad_accum_steps: 1": "grad_accum_steps: 2"},
+                                             [("search.global_batch_size[1]: finetune.global_batch_size: 15 is not a "
+                                               "multiple of grad_accum_steps 2 x nproc 1")]),
+    "no search key": ({"search:\n" + GRID + "\n": ""}, ["key search is missing", "write `search: {{}}`"]),
+    "a search key dvc.yaml does not cross": ({GRID: GRID + "\n  epochs: [1.0, 2.0]"},
+                                             ["search: the keys (learning_rate, epochs)", "pipeline.matrix write"]),
 }
 
 
@@ -122,7 +140,7 @@ def test_make_run_command(dvc_project, case):
 
 def test_every_section_dvc_yaml_declares_is_checked():
     """pipeline.params_check's table covers each params section a dvc.yaml stage declares."""
-    from pipeline.params_check import PIPELINES
+    from pipeline.params_check import MATRIX_KEYS, PIPELINES
 
     for rel, sections in PIPELINES.items():
         pipeline = yaml.safe_load((REPO / rel).with_name("dvc.yaml").read_text())
@@ -132,7 +150,7 @@ def test_every_section_dvc_yaml_declares_is_checked():
             for entry in spec.get("params", []):
                 names = next(iter(entry.values())) if isinstance(entry, dict) else [entry]
                 declared.update(name.split(".")[0] for name in names)
-        assert declared - {"tasks", "seeds"} <= set(sections), (rel, declared - set(sections))
+        assert declared - set(MATRIX_KEYS) <= set(sections), (rel, declared - set(sections))
 
 
 # ----------------------------------------------------------------------------------------------

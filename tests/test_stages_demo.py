@@ -17,6 +17,7 @@ import yaml
 
 from stages import convert, download, evaluate, finetune, predict, report, tokenize
 from stages._lib import builtin_data
+from stages._lib.search import trial_folder
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -27,6 +28,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     values = yaml.safe_load((REPO / "params.yaml").read_text())
     values["seeds"] = values["seeds"][:1]
+    values["search"] = {}  # finetune's values, once per task: stages._lib.search.trial_folder is <task>/seed<seed>
     values["data"]["builtin"].update(train_examples=128, dev_examples=64)
     values["tokenize"]["max_seq_length"] = 48
     values["finetune"].update(eval_every=4, select="best")
@@ -39,17 +41,18 @@ def demo(tmp_path_factory):
         raw, features = r(f"data/raw/{task}"), r(f"data/features/{task}")
         assert download.main(["--task", task, "--out", raw, *p]) == 0
         assert tokenize.main(["--task", task, "--data", raw, "--model", r("models/pretrained"), "--out", features, *p]) == 0
-        model = r(f"models/finetuned/{task}/seed{seed}")
+        folder = trial_folder(task, seed, {})
+        model = r(f"models/finetuned/{folder}")
         assert finetune.main(["--task", task, "--seed", str(seed), "--features", features, "--model",
                               r("models/pretrained"), "--out", model, "--history",
-                              r(f"reports/history/{task}/seed{seed}.json"), "--work", r(f"checkpoints/{task}"),
+                              r(f"reports/history/{folder}.json"), "--work", r(f"checkpoints/{task}"),
                               "--data", raw, *p]) == 0
         common = ["--task", task, "--features", features, "--data", raw, *p]
-        assert evaluate.main([*common, "--model", model, "--out", r(f"reports/eval/{task}/seed{seed}")]) == 0
+        assert evaluate.main([*common, "--model", model, "--out", r(f"reports/eval/{folder}")]) == 0
         assert evaluate.main([*common, "--model", r("models/pretrained"), "--untrained",
                               "--out", r(f"reports/baseline/{task}")]) == 0
-    assert report.main(["--runs", r("reports/eval/{task}/seed{seed}"), "--baseline", r("reports/baseline/{task}"),
-                        "--history", r("reports/history/{task}/seed{seed}.json"), "--markdown", r("reports/report.md"),
+    assert report.main(["--runs", r("reports/eval/{trial}"), "--baseline", r("reports/baseline/{task}"),
+                        "--history", r("reports/history/{trial}.json"), "--markdown", r("reports/report.md"),
                         "--html", r("reports/report.html"), "--figures", r("reports/figures"),
                         "--metrics", r("reports/metrics.json"), *p]) == 0
     for task in values["tasks"]:

@@ -29,7 +29,7 @@ def run(tmp_path_factory, minilm_dir):
                          intermediate_size=37, max_position_embeddings=64)).save_pretrained(model)
     shutil.copyfile(minilm_dir / "vocab.txt", model / "vocab.txt")
     values = yaml.safe_load(REPO_PARAMS.read_text())
-    values.update(tasks=[TASK], seeds=[3])
+    values.update(tasks=[TASK], seeds=[3], search={})
     values["model"]["name"] = str(model)
     values["data"]["builtin"].update(train_examples=16, dev_examples=8)
     values["tokenize"]["max_seq_length"] = 24
@@ -37,7 +37,7 @@ def run(tmp_path_factory, minilm_dir):
     (root / "params.yaml").write_text(yaml.safe_dump(values))
     p = {k: root / v for k, v in dict(
         params="params.yaml", raw=f"raw/{TASK}", pretrained="pretrained", features=f"features/{TASK}",
-        model="finetuned/seed3", history="history/seed3.json", work="work/seed3", eval="eval/demo-mc/seed3",
+        model="finetuned/seed3", history="history/demo-mc/seed3.json", work="work/seed3", eval="eval/demo-mc/seed3",
         baseline="baseline/demo-mc").items()}
     prm = ["--params", str(p["params"])]
     assert download.main(["--task", TASK, "--out", str(p["raw"]), *prm]) == 0
@@ -60,8 +60,8 @@ def _finetune_args(p, **override) -> list[str]:
 
 def _report_args(p, out: Path) -> list[str]:
     root = p["params"].parent
-    return ["--runs", str(root / "eval/{task}/seed{seed}"), "--baseline", str(root / "baseline/{task}"),
-            "--history", str(root / "history/seed{seed}.json"), "--markdown", str(out / "report.md"),
+    return ["--runs", str(root / "eval/{trial}"), "--baseline", str(root / "baseline/{task}"),
+            "--history", str(root / "history/{trial}.json"), "--markdown", str(out / "report.md"),
             "--html", str(out / "report.html"), "--figures", str(out / "figures"),
             "--metrics", str(out / "metrics.json"), "--params", str(p["params"])]
 
@@ -91,7 +91,7 @@ def test_missing_inputs_name_their_stage(run, tmp_path, caplog):
                           "--params", str(run["params"])]) == 1
     assert "missing model; it is produced by the finetune stage" in caplog.text
     args = _report_args(run, tmp_path / "r")
-    args[1] = str(tmp_path / "nowhere/{task}/{seed}")
+    args[1] = str(tmp_path / "nowhere/{trial}")
     assert report.main(args) == 1
     assert "metrics.json: missing input; it is produced by the evaluate stage" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -69,8 +69,8 @@ def make_tiny_model(folder: Path) -> Path:
 
 
 def tiny_params(model: Path) -> dict[str, Any]:
-    """params.yaml overrides: one demo task, one seed, the tiny model, 48 train examples, 1 epoch."""
-    return {"tasks": ["demo-pair"], "seeds": [1], "model.name": str(model),
+    """params.yaml overrides: one demo task, one seed, no search grid, the tiny model, 48 train examples, 1 epoch."""
+    return {"tasks": ["demo-pair"], "seeds": [1], "search": {}, "model.name": str(model),
             "data.builtin.train_examples": TRAIN_EXAMPLES, "data.builtin.dev_examples": 16,
             "tokenize.max_seq_length": 32, "finetune.epochs": 1.0, "finetune.global_batch_size": BATCH,
             "finetune.log_every": LOG_EVERY, "evaluate.batch_size": 16}
@@ -78,6 +78,7 @@ def tiny_params(model: Path) -> dict[str, Any]:
 
 def tiny_project(dst: Path, model: Path) -> Path:
     """A git repo at `dst` holding the project's files (the fine-tuning pipeline) with tiny params."""
+    from pipeline.matrix import write as write_matrix
     from pipeline.overrides import apply_overrides
 
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
@@ -90,6 +91,7 @@ def tiny_project(dst: Path, model: Path) -> Path:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / rel, dst / rel)
     apply_overrides(dst / "params.yaml", tiny_params(model))
+    write_matrix(dst)  # dvc.yaml crosses no search key: one trial per task and seed
     env = tool_env()
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny demo"]):
         subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)

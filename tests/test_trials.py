@@ -222,6 +222,7 @@ def test_runs_are_named_for_what_changed():
     many = {f"finetune.k{i}": str(i) for i in range(5)}
     assert trial_name("mrpc", 2, many) == "mrpc seed2 | finetune.k0=0, finetune.k1=1, finetune.k2=2 +2 more"
     assert trial_name("mrpc", 2, None) == "mrpc seed2"
+    assert trial_name("mrpc", 2, {"finetune.epochs": "3"}, "lr5e-05") == "mrpc lr5e-05 seed2 | finetune.epochs=3"
 
 
 def test_the_settings_hash_reads_numbers_by_value():

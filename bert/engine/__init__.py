@@ -15,7 +15,7 @@ _EXPORTS = {
     "cleanup_distributed": "bert.engine.distributed",
     "strip_launcher_args": "bert.engine.distributed",
     "fit": "bert.engine.loop",
-    "predict": "bert.engine.predict",
+    "predict": "bert.engine.prediction",
     "LossScaleCollapse": "bert.engine.precision",
     "TrainingDiverged": "bert.engine.precision",
     "DistributedLengthGroupedSampler": "bert.engine.sampler",

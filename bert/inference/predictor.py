@@ -26,7 +26,7 @@ import torch
 
 from bert.data.cache import pad_collate
 from bert.engine.distributed import DistContext
-from bert.engine.predict import predict as run_model
+from bert.engine.prediction import predict as run_model
 from bert.inference.inputs import ChoiceInput, Input, QuestionInput, TextInput
 from bert.model.pretrained import resolve_model_dir
 from bert.modeling import BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification

@@ -8,5 +8,7 @@
     tasks         the task names the pipeline accepts (bert.tasks' table and the built-in demo tasks)
     sources       where the official task files are downloaded from, with their checksums
     builtin_data  the generated offline demo tasks
+    search        params.yaml's search grid and the one place trials (task, seed, setting) are named
+    choice        the report's rule: the setting with the best mean over seeds, then its best seed
     figures, render, references   the report's plots, Markdown/HTML and published figures
 """

@@ -13,13 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from bert.io.fileio import atomic_path  # noqa: E402
 
 
-def training_curves(path: Path, task: str, histories: dict[int, list[dict]]) -> None:
-    """Loss and learning rate against the optimizer step, one line per seed."""
+def training_curves(path: Path, task: str, histories: dict[str, list[dict]]) -> None:
+    """Loss and learning rate against the optimizer step, one line per trial (its label: "lr5e-05 seed 1")."""
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for seed, points in sorted(histories.items()):
+    for name, points in histories.items():
         steps = [p["step"] for p in points]
-        ax_loss.plot(steps, [p["loss"] for p in points], marker=".", label=f"seed {seed}")
-        ax_lr.plot(steps, [p["learning_rate"] for p in points], label=f"seed {seed}")
+        ax_loss.plot(steps, [p["loss"] for p in points], marker=".", label=name)
+        ax_lr.plot(steps, [p["learning_rate"] for p in points], label=name)
     ax_loss.set(title=f"{task}: training loss", xlabel="optimizer step", ylabel="loss")
     ax_lr.set(title=f"{task}: learning rate", xlabel="optimizer step", ylabel="learning rate")
     for ax in (ax_loss, ax_lr):

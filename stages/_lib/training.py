@@ -35,6 +35,7 @@ import os
 import platform
 import shutil
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, NoReturn, Optional
@@ -48,10 +49,10 @@ from bert.engine.checkpoint import list_checkpoints
 from bert.engine.selection import Evaluator
 from bert.io.jsonfile import read_json_object
 from bert.io.lifetime import lock_folder
-from bert.io.settings import SettingError, at_least
+from bert.io.settings import SettingError, at_least, check_value
 from stages._lib.allocator import active_allocator, reexec_with_allocator
 from stages._lib.common import atomic_outputs, check_replaceable, run_stage, stage_parser, write_json
-from stages._lib.params import DEFAULT_PARAMS, ParamsError, load_section, section_values
+from stages._lib.params import DEFAULT_PARAMS, ParamsError, load_section, section_keys, section_values
 
 logger = logging.getLogger("stages.training")
 FINGERPRINT = "fingerprint.json"  # in --work: the run the checkpoints there belong to
@@ -146,7 +147,22 @@ class TrainingStage:
         parser.add_argument("--out", required=True, type=Path, help="the trained model folder to write")
         parser.add_argument("--history", required=True, type=Path, help="the training history JSON to write")
         parser.add_argument("--work", required=True, type=Path, help="the folder for resumable checkpoints")
+        group = parser.add_argument_group(f"overrides of the params file's {self.name} section (a trial of a search)")
+        hints = typing.get_type_hints(self.params_cls)
+        for key in overridable(self.params_cls):
+            if hints[key] is bool:
+                group.add_argument(f"--{key}", dest=f"set_{key}", action=argparse.BooleanOptionalAction)
+            else:
+                group.add_argument(f"--{key}", dest=f"set_{key}", metavar="VALUE", help="read as YAML 1.2")
         return parser
+
+    def load_params(self, args: argparse.Namespace) -> TrainingParams:
+        """The stage's params section, with the command line's overrides (--learning_rate 3e-05 ...) applied
+        and checked as the file's values are."""
+        params = load_section(self.name, self.params_cls, args.params)
+        changes = {key: getattr(args, f"set_{key}") for key in overridable(self.params_cls)
+                   if getattr(args, f"set_{key}") is not None}
+        return with_overrides(params, changes, self.name, args.params) if changes else params
 
     def main(self, argv: Optional[list[str]] = None) -> int:
         """The stage's CLI (the module docstring's steps); returns the exit status."""
@@ -156,7 +172,7 @@ class TrainingStage:
         self.params: Optional[TrainingParams] = None
 
         def body() -> None:
-            self.params = params = load_section(self.name, self.params_cls, args.params)
+            self.params = params = self.load_params(args)
             ctx = setup_distributed(local_rank)
             try:
                 self.train(args, params, ctx)
@@ -171,7 +187,7 @@ class TrainingStage:
         args = self.parser().parse_args(strip_launcher_args(argv)[0])
 
         def body() -> None:
-            check_launch(self.name, load_section(self.name, self.params_cls, args.params), nproc, args.params)
+            check_launch(self.name, self.load_params(args), nproc, args.params)
 
         return run_stage(self.name, body, debug=args.debug)
 
@@ -210,6 +226,36 @@ class TrainingStage:
                 shutil.rmtree(args.work / CHECKPOINTS, ignore_errors=True)  # the run is complete
                 logger.info("%s", outputs.message)
         ctx.barrier()
+
+
+def overridable(cls: type[TrainingParams]) -> list[str]:
+    """The section keys a command line may override: all but nproc (the launcher's, set in the section)."""
+    return [key for key in section_keys(cls) if key != "nproc"]
+
+
+def with_overrides(params: TrainingParams, changes: dict[str, Any], section: str,
+                   path: os.PathLike | str) -> TrainingParams:
+    """`params` with some keys set from the command line (text read as YAML 1.2, as params.yaml is) or the search grid.
+
+    Raises:
+        ParamsError: a value of the wrong type or range, naming its flag, or one the other keys refuse.
+    """
+    from ruamel.yaml import YAML
+
+    cls, yaml = type(params), YAML(typ="safe", pure=True)
+    hints, fields = typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+    values = dict(section_values(params))
+    for key, raw in changes.items():
+        value = yaml.load(raw) if isinstance(raw, str) else raw
+        try:
+            values[key] = check_value(hints[key], fields[key].metadata, value, f"--{key}")
+        except SettingError as err:
+            raise ParamsError(f"{err} (overriding {path}'s {section}.{key})") from None
+    try:
+        return cls(**values)
+    except SettingError as err:
+        raise ParamsError(f"{path}: {section}.{err.name}: {err.problem} (overridden: "
+                          f"{', '.join(f'{k}={v}' for k, v in changes.items())})") from None
 
 
 def check_steps(section: str, run: Run, path: os.PathLike | str) -> None:
