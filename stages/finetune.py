@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +107,8 @@ class Finetune(TrainingStage):
         if os.environ.get("DVC_STAGE"):
             for key in read_search(read_params_file(args.params), args.params):
                 if getattr(args, f"set_{key}", None) is None:
-                    raise ParamsError(f"{args.params}: {SECTION}.{key}: dvc.yaml's finetune matrix does not cross it (the "
-                                      f"command has no --{key}): run `python -m pipeline.matrix write`")
+                    raise ParamsError(f"{args.params}: {SECTION}.{key}: dvc.yaml's finetune matrix does not cross it "
+                                      f"(the command has no --{key}): run `python -m pipeline.matrix write`")
         return params
 
     def prepare(self, args: argparse.Namespace, params: FinetuneParams, ctx: DistContext) -> Run:

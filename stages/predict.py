@@ -1,12 +1,12 @@
 """Stage predict: a task's test split through its fine-tuned model, written as the benchmark takes it.
 
     python -m stages.predict --task mrpc --data data/raw/mrpc --models models/finetuned/mrpc \
-        --report reports/metrics.json --out predictions/mrpc
+        --report reports/chosen.json --out predictions/mrpc
 
-Which model: ``predict.model`` is ``best`` (the seed the report chose for the task: reports/metrics.json's
-``chosen``) or ``seed<N>`` (that seed's model, N one of params.yaml's seeds). The model folder says how it
-reads inputs (its task entry, written by finetune: max_seq_length, windows, SQuAD's strides), and
-bert.inference.Predictor predicts exactly as ``bert predict`` does. Writes into ``--out``:
+Which model: ``predict.model`` is ``best`` (the trial the report chose for the task: ``chosen`` in
+reports/chosen.json, as in metrics.json) or ``seed<N>`` (that seed's model, N one of params.yaml's seeds). The
+model folder says how it reads inputs (its task entry, written by finetune: max_seq_length, windows, SQuAD's
+strides), and bert.inference.Predictor predicts exactly as ``bert predict`` does. Writes into ``--out``:
 
     GLUE      <Task>.tsv as the GLUE server takes it (bert.tasks.glue.write_submission): CoLA.tsv, SST-2.tsv,
               MRPC.tsv, STS-B.tsv, QQP.tsv, MNLI-m.tsv, MNLI-mm.tsv, QNLI.tsv, RTE.tsv, WNLI.tsv; the mnli model
@@ -184,7 +184,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--task", required=True)
     parser.add_argument("--data", required=True, type=Path, help="the task's raw data folder (stage download)")
     parser.add_argument("--models", required=True, type=Path, help="the task's fine-tuned models: seed<N> folders")
-    parser.add_argument("--report", required=True, type=Path, help="the report's metrics.json (predict.model: best)")
+    parser.add_argument("--report", required=True, type=Path,
+                        help="the report's chosen.json or metrics.json (predict.model: best)")
     parser.add_argument("--out", required=True, type=Path, help="the folder for the submission files")
     args = parser.parse_args(argv)
 

@@ -3,6 +3,7 @@
     python -m stages.report --runs "reports/eval/{trial}" --baseline "reports/baseline/{task}" \
         --history "reports/history/{trial}.json" --markdown reports/report.md \
         --html reports/report.html --figures reports/figures --metrics reports/metrics.json
+        --chosen reports/chosen.json
 
 {trial} is a trial's folder (stages._lib.search: ``demo-pair/lr5e-05/seed1``; ``demo-pair/seed1`` with no
 search). The search grid: per task and setting, the primary dev metric's mean ± std over the seeds, runs at
@@ -111,8 +112,9 @@ def choose_run(summary: dict, folders: dict[int, str]) -> dict[str, Any]:
 
 def summarize_search(task: str, runs: dict[Trial, dict], baseline: dict, tolerance: float,
                      folders: dict[Trial, str]) -> dict:
-    """The metrics.json entry of a task over its grid: summarize_task's entry for the chosen setting (stages._lib.choice)
-    plus ``grid`` (each setting's mean ± std over the seeds not flagged), ``flagged_trials`` and ``chosen``.
+    """The metrics.json entry of a task over its grid: summarize_task's entry for the chosen setting
+    (stages._lib.choice) plus ``grid`` (each setting's mean ± std over the seeds not flagged), ``flagged_trials``
+    and ``chosen``.
 
     Args:
         runs: the task's trials -> their evaluate records.
@@ -126,10 +128,11 @@ def summarize_search(task: str, runs: dict[Trial, dict], baseline: dict, toleran
     mine = [trial for trial in runs if setting_id(trial.setting) == cells[best]["id"]]
     summary = summarize_task(task, {t.seed: runs[t] for t in mine}, baseline, tolerance)
     summary["grid"] = cells
-    summary["flagged_trials"] = [{"setting": setting_id(t.setting), "seed": t.seed, "why": why} for t, why in flags.items()]
+    summary["flagged_trials"] = [{"setting": setting_id(t.setting), "seed": t.seed, "why": why}
+                                 for t, why in flags.items()]
     chosen = choose_run(summary, {t.seed: folders[t] for t in mine})
-    chosen.update(setting=cells[best]["setting"], setting_label=cells[best]["label"], setting_mean=cells[best]["mean"],
-                  seeds_used=cells[best]["n"],
+    chosen.update(setting=cells[best]["setting"], setting_label=cells[best]["label"],
+                  setting_mean=cells[best]["mean"], seeds_used=cells[best]["n"],
                   rule=f"the setting with the best mean dev {primary} over its seeds (runs at the majority baseline "
                        "left out), then its best seed" + ("; every run is flagged: all counted" if every else ""))
     summary["chosen"] = chosen
@@ -246,12 +249,13 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]
     for task, task_runs in runs.items():
         for trial, run in task_runs.items():
             t = run.get("training") or {}
-            rows.append([task, setting_id(trial.setting) or "—", str(trial.seed), str(t.get("train_examples", "—")), str(t.get("global_steps", "—")),
+            rows.append([task, setting_id(trial.setting) or "—", str(trial.seed), str(t.get("train_examples", "—")),
+                         str(t.get("global_steps", "—")),
                          f"{t.get('seconds', 0):.1f}", f"{t.get('sequences_per_second', 0):.1f}",
                          "—" if t.get("final_loss") is None else f"{t['final_loss']:.4f}",
                          f"{run['eval_seconds']:.1f}", f"{run['eval_sequences_per_second']:.1f}"])
-    doc.add(Table(["task", "setting", "seed", "train examples", "steps", "train s", "train seq/s", "final loss", "eval s",
-                   "eval seq/s"], rows))
+    doc.add(Table(["task", "setting", "seed", "train examples", "steps", "train s", "train seq/s", "final loss",
+                   "eval s", "eval seq/s"], rows))
     total = sum((run.get("training") or {}).get("seconds", 0) + run["eval_seconds"]
                 for task_runs in runs.values() for run in task_runs.values())  # every trial, not the chosen ones
     doc.add(Paragraph(f"Training and evaluation took {total:.1f} s in all (stage start-up, tokenization and the "
@@ -273,7 +277,8 @@ def build_document(summaries: dict[str, dict], runs: dict[str, dict[Trial, dict]
     doc.add(Heading("Environment"))
     doc.add(Bullets([f"{k}: `{v}`" for k, v in env.items()] + [
         f"world size: `{training.get('world_size', '?')}`", f"precision: `{params.get('precision', '?')}`"]))
-    doc.add(Heading("Training settings"), Paragraph(f"Those of {first_task}'s chosen setting."), Code("\n".join(f"{k}: {v}" for k, v in params.items())))
+    doc.add(Heading("Training settings"), Paragraph(f"Those of {first_task}'s chosen setting."),
+            Code("\n".join(f"{k}: {v}" for k, v in params.items())))
     return doc
 
 
@@ -296,6 +301,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--html", required=True, type=Path)
     parser.add_argument("--figures", required=True, type=Path, help="folder for the PNGs")
     parser.add_argument("--metrics", required=True, type=Path, help="the aggregated metrics JSON")
+    parser.add_argument("--chosen", type=Path, help="also write each task's chosen trial alone (metrics.json's "
+                        "`chosen` entries, no timings): what the predict stage depends on, so that it re-runs only "
+                        "when a choice changes")
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -315,12 +323,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             chosen_runs[task] = {t.seed: run for t, run in runs[task].items() if t.setting == chosen}
             chosen_histories[task] = {t.seed: h for t, h in by_trial.items() if t.setting == chosen}
         rel = os.path.relpath(args.figures, args.markdown.parent)  # how the report links the PNGs
-        with atomic_outputs(args.markdown, args.html, args.figures, args.metrics) as (md, page, fig_dir, metrics):
+        outputs = [args.markdown, args.html, args.figures, args.metrics] + ([args.chosen] if args.chosen else [])
+        with atomic_outputs(*outputs) as (md, page, fig_dir, metrics, *chosen_file):
             figure_paths = draw_figures(fig_dir, rel, chosen_runs, histories, chosen_histories)
             doc = build_document(summaries, runs, matrix.seeds, figure_paths)
             atomic_write_text(md, to_markdown(doc))
             atomic_write_text(page, to_html(doc))
             write_json(metrics, summaries)
+            if chosen_file:
+                write_json(chosen_file[0], {task: {"chosen": s["chosen"]} for task, s in summaries.items()})
         for task, s in summaries.items():
             logger.info("%s: %s %s (untrained %.2f, gain %+.2f)%s", task, s["primary"],
                         _fmt(s["fine_tuned"][s["primary"]]), s["untrained"][s["primary"]], s["gain_over_untrained"],
