@@ -35,7 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-from bert.io.fileio import atomic_path, atomic_write_text
+from bert.io.fileio import atomic_path, atomic_write_text, scratch_folder
 from bert.io.fingerprint import file_digests
 from bert.io.jsonfile import read_json_object
 from pipeline.tracking import Tracker
@@ -135,8 +135,8 @@ def log_trial_model(tracker: Tracker, run_id: Optional[str], model_dir: Path, na
             example.pop("text_b", None)
         model = tracker.client.create_logged_model(tracker.experiment_id, name=name, source_run_id=run_id,
                                                    model_type=f"bert-{kind}")
-        with tempfile.TemporaryDirectory(prefix="bert-model-") as tmp:
-            digests = Path(tmp, DIGESTS_FILE)  # what the loader checks the model's files against
+        with scratch_folder(Path(tempfile.gettempdir()) / "bert-model") as tmp:  # gone after a kill too
+            digests = tmp / DIGESTS_FILE  # what the loader checks the model's files against
             atomic_write_text(digests, json.dumps(file_digests(model_dir), indent=1))
             Model.log(None, mlflow.pyfunc, name=name, run_id=run_id, model_id=model.model_id,
                       python_model=str(SERVING), artifacts={MODEL_ARTIFACT: str(model_dir), DIGESTS: str(digests)},
@@ -171,12 +171,6 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _reflink(source: Path, target: Path) -> None:
-    """Make `target` share `source`'s bytes copy-on-write (OSError where the file system cannot)."""
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
-
-
 def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
     """Replace each file under `folder` that DVC's cache holds by a link to the cached file (module docstring).
 
@@ -200,8 +194,9 @@ def link_to_dvc_cache(root: Path, folder: Path) -> dict[str, int]:
                 with atomic_path(path) as temporary:  # the copy stays unless the link is whole
                     if how == "hardlink":
                         os.link(source, temporary)
-                    else:
-                        _reflink(source, temporary)
+                    else:  # a reflink: the temporary shares the cached file's bytes copy-on-write
+                        with open(source, "rb") as src, open(temporary, "wb") as dst:
+                            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
             except OSError:
                 continue
             done["linked"] += size

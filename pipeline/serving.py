@@ -21,7 +21,6 @@ the finetune stage writes) is the artifact ``model``: it says how to read it. Th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -79,10 +78,10 @@ class BertPyfunc(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from bert.inference.predictor import Predictor  # the bert package ships with the model
+        from bert.io.jsonfile import read_json
 
         digests = context.artifacts.get("sha256")  # absent from a model logged before the check existed
-        verify_model_files(Path(context.artifacts["model"]),
-                           json.loads(Path(digests).read_text(encoding="utf-8")) if digests else None)
+        verify_model_files(Path(context.artifacts["model"]), read_json(digests, dict) if digests else None)
         self.predictor = Predictor(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None

@@ -38,7 +38,8 @@ def test_repo_params_parse_and_every_section_has_its_dataclass(path, sections):
     from stages._lib.datasets import load_datasets
 
     values = read_params_file(path)
-    assert set(values) - {"tasks", "seeds", "datasets"} == set(sections)  # datasets: your own tasks (empty here)
+    # datasets: your own tasks (empty here); search: the grid over finetune's keys (stages/_lib/search.py)
+    assert set(values) - {"tasks", "seeds", "datasets", "search"} == set(sections)
     for section, cls in sections.items():
         load_section(section, cls, path)
     assert load_datasets(path) == {}
@@ -97,7 +98,9 @@ def test_dvc_reads_the_same_values(tmp_path):
 def test_yaml_12_scalars_reach_the_stage_as_dvc_reads_them(tmp_path, key, text, expected):
     path = tmp_path / "params.yaml"
     lines = REPO_PARAMS.read_text(encoding="utf-8").splitlines()
-    at = [i for i, line in enumerate(lines) if line.startswith(f"  {key}:")]
+    start = lines.index("finetune:")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i][:1].isalpha())  # the next top-level key
+    at = [i for i in range(start, end) if lines[i].startswith(f"  {key}:")]  # finetune's (search lists some too)
     assert len(at) == 1
     lines[at[0]] = f"  {key}: {text}"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
